@@ -1,0 +1,1 @@
+"""Interfaces layer: the ``emem`` command line, experiments, reports and benchmarks glue."""

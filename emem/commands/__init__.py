@@ -1,0 +1,1 @@
+"""``emem`` command groups; see emem/cli.py."""

@@ -1,0 +1,1 @@
+"""Frame sources: the embedded CPU simulator, the Habitat adapter, datasets and rosbag2 files."""
