@@ -30,7 +30,7 @@ if [ "$(cat "$VENV/.pip-stamp" 2>/dev/null)" != "$hash" ]; then
   echo "[setup] pip install (first run takes several minutes)"
   "$VENV/bin/pip" install -q --upgrade pip wheel setuptools
   "$VENV/bin/pip" install -q -r requirements/base.txt -r requirements/ros.txt
-  "$VENV/bin/pip" install -q --no-deps --no-build-isolation -e .
+  "$VENV/bin/pip" install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
   echo "$hash" > "$VENV/.pip-stamp"
 fi
 

@@ -1,0 +1,1 @@
+"""FaVoR relocalization (landmark voxel descriptor fields) and the keyframe-retrieval baseline."""

@@ -1,0 +1,1 @@
+"""ROS 2 interface: rclpy nodes, message conversions, bring-up runner."""
