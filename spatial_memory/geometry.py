@@ -96,9 +96,9 @@ def interpolate_pose(T0: np.ndarray, T1: np.ndarray, alpha: float) -> np.ndarray
 def pose_error(T_est: np.ndarray, T_ref: np.ndarray) -> tuple[float, float]:
     """Translation error (metres) and rotation error (degrees) between two poses."""
     dt = float(np.linalg.norm(T_est[:3, 3] - T_ref[:3, 3]))
+    # Rotation-vector magnitude is accurate near zero, unlike arccos of the trace.
     R = T_est[:3, :3].T @ T_ref[:3, :3]
-    c = np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0)
-    return dt, float(np.degrees(np.arccos(c)))
+    return dt, float(np.degrees(Rotation.from_matrix(R).magnitude()))
 
 
 def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
