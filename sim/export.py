@@ -30,7 +30,7 @@ def write_frames_folder(frames: Iterable[Frame], out_dir: str | Path) -> int:
     labels: dict[int, str] = {}
     n = 0
     for i, f in enumerate(frames):
-        stem = out / f"frame-{i:06d}"
+        stem = out / f"frame-{f.index if f.index >= 0 else i:06d}"
         if n == 0:
             np.savetxt(out / "camera-intrinsics.txt", f.intrinsics.K, fmt="%.6f")
             (out / "intrinsics.json").write_text(json.dumps(f.intrinsics.to_dict(), indent=2))
