@@ -89,7 +89,11 @@ def _bench_all(table: dict) -> Callable:
             add_args(p)
             sub_args = p.parse_args(["--device", args.device] if any(a.dest == "device" for a in p._actions) else [])
             logging.getLogger("emem").info("bench %s", name)
-            results[name] = run(sub_args)
+            try:
+                results[name] = run(sub_args)
+            except Exception as e:  # one failing component must not hide the others' figures
+                logging.getLogger("emem").exception("bench %s failed", name)
+                results[name] = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
         return results
 
     return _wrap_json(go)
