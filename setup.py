@@ -25,7 +25,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=find_packages(
-        include=["spatial_memory*", "splatting*", "relocalization*", "sim*", "ros_nodes*", "emem*"]
+        include=["spatial_memory*", "splatting*", "relocalization*", "sim*", "ros_nodes*", "emem*", "bench*"]
     ),
     package_data={"": ["*.json", "*.yaml", "*.safetensors"]},
     install_requires=_requirements(),

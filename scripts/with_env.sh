@@ -6,4 +6,5 @@ if [ -f "$ROOT/install/ros/env.sh" ]; then
   # shellcheck disable=SC1091
   source "$ROOT/install/ros/env.sh"
 fi
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 exec "$@"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch/numba load; see spatial_memory/__init__.py
 from pathlib import Path
 
 import pytest

@@ -1,0 +1,1 @@
+"""Reference implementations and benchmark helpers (not part of the installed runtime)."""

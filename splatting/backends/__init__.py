@@ -1,0 +1,1 @@
+"""Rasterizer backends behind :func:`splatting.rasterize.rasterization`: numba CPU and gsplat CUDA."""
