@@ -1,0 +1,226 @@
+"""Relocalization evaluation: pose errors, recalls, failure rate and timing on a query set.
+
+Methods are anything with ``locate(rgb, intrinsics, prior=None, depth=None) -> LocalizationResult``
+(FaVoR and the keyframe baseline). A failed query counts as a failure *and* as a miss in the
+recalls; median errors are over all queries with failures at +inf (so a method cannot improve
+its median by refusing hard queries), and also reported over successes only.
+
+Datasets:
+* the simulator: a mapping trajectory through a scene and held-out query viewpoints
+  (0.2-1.0 m, 10-40 deg from the nearest mapping pose), with the mapping lighting or a changed one;
+* the real ICL-NUIM living-room sequence: map on every k-th frame of 0..150, query on the
+  frames in between (ground truth = the ``.log`` trajectory, itself an estimate).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from spatial_memory.errors import ConfigError, EmptyMapError
+from spatial_memory.geometry import pose_error
+from spatial_memory.types import CameraIntrinsics, Frame
+
+from .pnp import LocalizationResult
+
+log = logging.getLogger(__name__)
+
+
+class Localizer(Protocol):
+    def locate(
+        self, rgb: np.ndarray, intrinsics: CameraIntrinsics, prior: np.ndarray | None = None, depth: np.ndarray | None = None
+    ) -> LocalizationResult: ...
+
+
+def summarize(errors_m: np.ndarray, errors_deg: np.ndarray, times_s: np.ndarray) -> dict:
+    """Metrics of per-query errors (``inf`` = failure) ``[Q]`` and query times ``[Q]``."""
+    q = len(errors_m)
+    if q == 0:
+        raise ConfigError("no queries to evaluate")
+    ok = np.isfinite(errors_m)
+    cm = errors_m * 100.0
+
+    def recall(tcm: float, tdeg: float) -> float:
+        return float(np.mean(ok & (cm <= tcm) & (errors_deg <= tdeg)))
+
+    return {
+        "queries": int(q),
+        "median_cm": float(np.median(cm)),
+        "median_deg": float(np.median(errors_deg)),
+        "median_cm_successes": float(np.median(cm[ok])) if ok.any() else float("inf"),
+        "median_deg_successes": float(np.median(errors_deg[ok])) if ok.any() else float("inf"),
+        "recall_5cm_5deg": recall(5.0, 5.0),
+        "recall_10cm_10deg": recall(10.0, 10.0),
+        "failure_rate": float(1.0 - ok.mean()),
+        "query_ms": float(1000.0 * times_s.mean()),
+        "query_ms_p90": float(1000.0 * np.percentile(times_s, 90)),
+    }
+
+
+def evaluate(method: Localizer, queries: list[Frame], use_prior: np.ndarray | None = None, progress: bool = False) -> dict:
+    """Localise every query frame and score it against its ``T_world_camera``.
+
+    Args:
+        use_prior: optional ``[Q, 4, 4]`` priors (default: none, the method retrieves).
+
+    Returns:
+        :func:`summarize` metrics plus per-query ``errors_cm`` / ``errors_deg`` lists (inf = failed),
+        and ``map_bytes`` / ``build_seconds`` when the method knows them.
+    """
+    from tqdm import tqdm
+
+    em, ed, ts = [], [], []
+    for i, f in enumerate(tqdm(queries, desc="queries", disable=not progress, leave=False)):
+        if f.T_world_camera is None:
+            raise ConfigError(f"query frame {f.index} has no ground-truth pose")
+        prior = None if use_prior is None else use_prior[i]
+        t = time.perf_counter()
+        res = method.locate(f.rgb, f.intrinsics, prior, None)
+        ts.append(time.perf_counter() - t)
+        if res.success:
+            dt, dr = pose_error(res.T_world_camera, f.T_world_camera)
+        else:
+            dt, dr = float("inf"), float("inf")
+        em.append(dt)
+        ed.append(dr)
+    out = summarize(np.array(em), np.array(ed), np.array(ts))
+    out["errors_cm"] = [float(e * 100.0) for e in em]
+    out["errors_deg"] = [float(e) for e in ed]
+    fmap = getattr(method, "map", method)
+    if hasattr(fmap, "nbytes"):
+        out["map_bytes"] = int(fmap.nbytes)
+    stats = getattr(fmap, "stats", {}) or {}
+    if "build_seconds" in stats:
+        out["build_seconds"] = float(stats["build_seconds"])
+    return out
+
+
+def plot_error_cdf(results: dict[str, dict], path: str | Path, max_cm: float = 50.0) -> Path:
+    """Cumulative distributions of translation (cm) and rotation (deg) errors, one line per method.
+
+    Args:
+        results: ``{method name: evaluate() output}`` (uses ``errors_cm`` / ``errors_deg``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    limits = (max_cm, max_cm / 5)
+    for name, r in results.items():
+        for ax, key, xmax in zip(axes, ("errors_cm", "errors_deg"), limits):
+            e = np.sort(np.asarray(r[key], dtype=float))
+            y = np.arange(1, len(e) + 1) / max(len(e), 1)
+            fin = np.isfinite(e)
+            # Failures never arrive: the curve stays flat at the success fraction to the right edge.
+            xs = np.r_[0.0, e[fin], max(xmax, e[fin].max() if fin.any() else 0.0)]
+            ys = np.r_[0.0, y[fin], y[fin][-1] if fin.any() else 0.0]
+            ax.step(xs, ys, where="post", label=f"{name} (fail {100 * (1 - fin.mean()):.0f}%)")
+    axes[0].set_xlim(0, max_cm)
+    axes[0].set_xlabel("translation error [cm]")
+    axes[1].set_xlim(0, max_cm / 5)
+    axes[1].set_xlabel("rotation error [deg]")
+    for ax in axes:
+        ax.set_ylabel("fraction of queries")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+@dataclass
+class RelocDataset:
+    """Mapping frames and query frames of one evaluation setting."""
+
+    name: str
+    mapping: list[Frame]
+    queries: dict[str, list[Frame]]
+
+
+def icl_dataset(root: str | Path, map_every: int = 3, map_end: int = 150, query_every: int = 7,
+                size: tuple[int, int] | None = None) -> RelocDataset:
+    """ICL-NUIM micro sequence: map on ``0:map_end:map_every``, query on unused frames of that range."""
+    from .icl import load_icl_frames
+
+    mapping_idx = list(range(0, map_end, map_every))
+    used = set(mapping_idx)
+    query_idx = [i for i in range(1, map_end, query_every) if i not in used]
+    return RelocDataset(
+        "icl_nuim_livingroom", load_icl_frames(root, mapping_idx, size), {"real": load_icl_frames(root, query_idx, size)}
+    )
+
+
+def densify_poses(poses: list[np.ndarray], factor: int) -> list[np.ndarray]:
+    """Insert ``factor - 1`` interpolated poses (slerp + linear) between consecutive poses."""
+    from spatial_memory.geometry import interpolate_pose
+
+    if factor <= 1 or len(poses) < 2:
+        return [np.asarray(T) for T in poses]
+    out = []
+    for a, b in zip(poses[:-1], poses[1:]):
+        out.extend(interpolate_pose(a, b, k / factor) for k in range(factor))
+    out.append(np.asarray(poses[-1]))
+    return out
+
+
+def sim_dataset(scene: str = "drake_living_room", frames: int = 60, queries: int = 20, seed: int = 0,
+                width: int = 640, height: int = 480, hfov_deg: float = 70.0, lighting_change: bool = True,
+                densify: int = 2, progress: bool = False) -> RelocDataset:
+    """Simulator setting: an exploration trajectory to map, held-out viewpoints to query
+    (rendered with the mapping lighting and, if ``lighting_change``, with a changed one).
+
+    The exploration trajectory turns up to 10 deg per pose, so a point stays in a 70 deg view
+    for at most ~7 poses; ``densify`` renders interpolated poses in between (a video-rate
+    sequence) so that tracks can reach FaVoR's > 5 observations.
+    """
+    from spatial_memory.types import CameraIntrinsics
+    from sim.renderer import Lighting
+    from sim.simulator import SimFrameSource, make_trajectory, resolve_scene
+    from sim.trajectories import heldout_query_viewpoints
+
+    sc = resolve_scene(scene, seed)
+    K = CameraIntrinsics.from_fov(width, height, hfov_deg)
+    key_poses = make_trajectory(sc, "explore", frames, seed, 1.0, hfov_deg)
+    src = SimFrameSource(sc, densify_poses(key_poses, densify), K, None, progress=progress)
+    mapping = list(src)
+    if len(mapping) < 2:
+        raise EmptyMapError(f"the simulator produced {len(mapping)} mapping frames")
+    poses = heldout_query_viewpoints(sc, [f.T_world_camera for f in mapping], queries, seed=seed + 1, intrinsics=K)
+    q = {"same_light": list(SimFrameSource(sc, poses, K, None, progress=progress))}
+    if lighting_change:
+        q["changed_light"] = list(SimFrameSource(sc, poses, K, Lighting.changed(seed), progress=progress))
+    return RelocDataset(f"sim:{scene}", mapping, q)
+
+
+def compare(dataset: RelocDataset, favor_config=None, baseline_config=None, progress: bool = False,
+            plot_dir: str | Path | None = None) -> dict:
+    """Build FaVoR and the keyframe baseline on the same mapping frames (one feature extraction)
+    and evaluate both on every query set. Returns ``{query set: {"favor": ..., "baseline": ...}}``
+    plus ``build`` statistics; writes error-CDF plots into ``plot_dir`` if given."""
+    from .baseline import BaselineConfig, KeyframeBaseline
+    from .favor import FavorConfig, FavorMap, FavorRelocalizer
+
+    fcfg = favor_config or FavorConfig()
+    fmap = FavorMap.build(dataset.mapping, fcfg, progress=progress)
+    reloc = FavorRelocalizer(fmap)
+    bcfg = baseline_config or BaselineConfig(features=fcfg.map.features, top_k=fcfg.map.top_k)
+    base = KeyframeBaseline.build(dataset.mapping, bcfg, progress=progress, extractor=reloc.extractor)
+    out: dict = {"dataset": dataset.name, "mapping_frames": len(dataset.mapping), "build": {
+        "favor": fmap.stats, "baseline": base.stats}}
+    for name, qs in dataset.queries.items():
+        r = {"favor": evaluate(reloc, qs, progress=progress), "baseline": evaluate(base, qs, progress=progress)}
+        out[name] = r
+        if plot_dir is not None:
+            r["plot"] = str(plot_error_cdf(r, Path(plot_dir) / f"reloc_cdf_{dataset.name.replace(':', '_')}_{name}.png"))
+    return out

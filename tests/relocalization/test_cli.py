@@ -1,0 +1,53 @@
+"""``emem reloc locate`` and ``emem reloc build`` on real frames; prior parsing."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from emem.cli import main
+from emem.commands.reloc import parse_prior
+from spatial_memory.errors import InvalidPoseError
+from spatial_memory.geometry import pose_error, tq_from_pose
+
+
+def test_parse_prior():
+    T = parse_prior("1 2 3 0 0 0 1")
+    np.testing.assert_allclose(T[:3, 3], [1, 2, 3])
+    np.testing.assert_allclose(T[:3, :3], np.eye(3))
+    for bad in ("1 2 3", "a b c d e f g", "0 0 0 0 0 0 0", "nan 0 0 0 0 0 1"):
+        with pytest.raises(InvalidPoseError):
+            parse_prior(bad)
+
+
+def test_locate_cli_json(favor_map, icl_queries, tmp_path, capsys, few_threads):
+    rmap = favor_map.save(tmp_path / "rmap")
+    q = icl_queries[0]
+    img = tmp_path / "q.png"
+    cv2.imwrite(str(img), q.rgb[:, :, ::-1])
+    t, quat = tq_from_pose(q.T_world_camera)
+    prior = " ".join(f"{v:.6f}" for v in [*(t + [0.05, 0, 0]), *quat])
+    intr = q.intrinsics
+    rc = main(["reloc", "locate", str(rmap), "--image", str(img), "--prior", prior,
+               "--intrinsics", f"{intr.fx},{intr.fy},{intr.cx},{intr.cy}", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["success"]
+    dt, dr = pose_error(np.array(out["T_world_camera"]), q.T_world_camera)
+    assert dt < 0.1 and dr < 5
+    assert len(out["quaternion_xyzw"]) == 4
+    # A wrong camera is a typed error (exit code 2), not a wrong pose.
+    rc = main(["reloc", "locate", str(rmap), "--image", str(img), "--intrinsics", "100,100,160,120", "--json"])
+    assert rc == 2
+    # An unreadable image too.
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    assert main(["reloc", "locate", str(rmap), "--image", str(tmp_path / "bad.png")]) == 2
+
+
+@pytest.mark.slow
+def test_build_cli_from_icl(tmp_path, capsys, shared_data, few_threads):
+    rc = main(["reloc", "build", "--source", "icl", "--frames", "12", "--every", "4", "--out", str(tmp_path / "m"), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["landmarks"] > 20 and (tmp_path / "m" / "meta.json").is_file()
