@@ -1,0 +1,13 @@
+"""Place-centric episodic memory: Spatially-Aware Transformer reader + Adaptive Memory Allocators.
+
+See docs/episodic.md. The online API is :class:`EpisodicMemory`; training and evaluation live
+in :mod:`.experiment` (``emem episodic train`` / ``emem eval episodic``).
+"""
+
+from .memory import Answer, EpisodicConfig, EpisodicMemory, LastSeen, Models
+from .store import ACTIONS, STRATEGIES, EpisodicEntry, EpisodicStore, PlaceClusterer
+
+__all__ = [
+    "ACTIONS", "STRATEGIES", "Answer", "EpisodicConfig", "EpisodicEntry", "EpisodicMemory", "EpisodicStore",
+    "LastSeen", "Models", "PlaceClusterer",
+]

@@ -1,0 +1,205 @@
+"""Training and evaluation of the SAT reader on cached episodes.
+
+A training sample is (episode, memory, task, query): the memory is what a store with a given
+strategy and budget L keeps after streaming the whole episode (:func:`store.simulate_kept`);
+the query is asked at the end of the episode. The reader is trained on memories of every fixed
+strategy plus random per-write eviction (so it also reads the allocator policy's memories) and
+every budget, so one model serves the whole evaluation table.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .reader import TASK_INDEX, ReaderConfig, SATReader
+from .store import ACTIONS, STRATEGIES, simulate_kept
+from .tasks import MULTI_LABEL_TASKS, TASKS, Episode, score_predictions, task_targets
+
+log = logging.getLogger(__name__)
+
+
+class KeptCache:
+    """Memoised kept steps ``[n] int64`` per (episode name, strategy, budget)."""
+
+    def __init__(self) -> None:
+        self._d: dict[tuple[str, str, int], np.ndarray] = {}
+
+    def get(self, ep: Episode, strategy: str, budget: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        if strategy == "random":  # fresh random eviction actions each call (training augmentation)
+            r = rng or np.random.default_rng()
+            acts = [ACTIONS[i] for i in r.integers(0, len(ACTIONS), ep.n_steps)]
+            return simulate_kept(ep.places, budget, actions=acts)
+        key = (ep.name, strategy, budget)
+        if key not in self._d:
+            self._d[key] = simulate_kept(ep.places, budget, strategy)
+        return self._d[key]
+
+
+def memory_tensors(eps: list[Episode], kept: list[np.ndarray]) -> tuple[torch.Tensor, ...]:
+    """Pad memories to one batch: ``emb [B, M, E]``, ``step [B, M]``, ``place [B, M]``, ``mask [B, M]``."""
+    M = max(1, max(len(k) for k in kept))
+    E = eps[0].embeddings.shape[1]  # type: ignore[union-attr]
+    B = len(eps)
+    emb = np.zeros((B, M, E), np.float32)
+    step = np.zeros((B, M), np.int64)
+    place = np.zeros((B, M), np.int64)
+    mask = np.zeros((B, M), bool)
+    for b, (ep, k) in enumerate(zip(eps, kept)):
+        n = len(k)
+        emb[b, :n] = ep.embeddings[k]  # type: ignore[index]
+        step[b, :n] = k
+        place[b, :n] = ep.places[k]
+        mask[b, :n] = True
+    return torch.from_numpy(emb), torch.from_numpy(step), torch.from_numpy(place), torch.from_numpy(mask)
+
+
+def task_loss(task: str, logits: torch.Tensor, q: dict[str, np.ndarray], idx: np.ndarray) -> torch.Tensor:
+    """Per-sample loss ``[B]`` of one task's logits against the answers of queries ``idx``."""
+    if task in MULTI_LABEL_TASKS:
+        return F.binary_cross_entropy_with_logits(logits, torch.from_numpy(q["multi"][idx]), reduction="none").mean(1)
+    # divided by the chance-level loss log(K) so the 32-way last-seen loss does not drown the 2-way order loss
+    ce = F.cross_entropy(logits, torch.from_numpy(q["cls"][idx]).clamp(0, logits.shape[1] - 1), reduction="none")
+    return ce / math.log(logits.shape[1])
+
+
+def decode(task: str, logits: torch.Tensor) -> np.ndarray:
+    """Predictions from logits: ``[B, C] bool`` (multi-label) or ``[B] int64``."""
+    if task in MULTI_LABEL_TASKS:
+        return (logits > 0).numpy()
+    return logits.argmax(-1).numpy()
+
+
+class QuerySampler:
+    """Fresh random training queries from an episode's full answer tables, with place slots permuted.
+
+    Two guards against memorising instead of reading: (1) queries are drawn anew every step
+    from all places / categories / pairs of the episode rather than the episode's fixed query
+    set, (2) every sample relabels the episode's place ids by a random permutation of the
+    ``n_slots`` slots (memory, arguments and answers alike), so no slot id carries meaning.
+    Without them the reader reached 99 % train / 47 % test accuracy on ``order``.
+    """
+
+    def __init__(self, n_slots: int) -> None:
+        self.n_slots = n_slots
+        self._tables: dict[str, dict] = {}
+
+    def tables(self, ep: Episode) -> dict:
+        if ep.name not in self._tables:
+            tg = task_targets(ep.places, ep.seen)
+            tg["places"] = sorted(tg["ever"])
+            tg["changed"] = [p for p in tg["places"] if not np.array_equal(tg["first"][p], tg["ever"][p])]
+            tg["labels"] = sorted(tg["last_place"])
+            self._tables[ep.name] = tg
+        return self._tables[ep.name]
+
+    def sample(self, ep: Episode, task: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+        """Returns ``(perm [max place id + 1], args [2], cls, multi [C])`` in permuted slot ids."""
+        tg = self.tables(ep)
+        P = tg["places"]
+        perm = rng.permutation(self.n_slots)[: int(ep.places.max()) + 1]
+        C = ep.seen.shape[1]
+        multi = np.zeros(C, np.float32)
+        cls = -1
+        if task == "what_was_there":
+            p = P[int(rng.integers(len(P)))]
+            args, multi = np.array([perm[p], -1]), tg["ever"][p].astype(np.float32)
+        elif task == "first_visit":
+            pool = tg["changed"] if tg["changed"] and rng.random() < 0.75 else P
+            p = pool[int(rng.integers(len(pool)))]
+            args, multi = np.array([perm[p], -1]), tg["first"][p].astype(np.float32)
+        elif task == "last_seen":
+            c = tg["labels"][int(rng.integers(len(tg["labels"])))]
+            args, cls = np.array([c, -1]), int(perm[tg["last_place"][c]])
+        else:
+            a, b = (rng.choice(P, 2, replace=False) if len(P) > 1 else (P[0], P[0]))
+            args, cls = np.array([perm[a], perm[b]]), int(tg["first_step"][a] < tg["first_step"][b])
+        return perm, args, cls, multi
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1500
+    batch: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    strategies: tuple[str, ...] = STRATEGIES + ("random",)
+    budgets: tuple[int, ...] = (32, 64, 128)
+
+
+def train_reader(episodes: list[Episode], rcfg: ReaderConfig, tcfg: TrainConfig, tasks: tuple[str, ...] = TASKS,
+                 cache: KeptCache | None = None, progress: bool = True) -> tuple[SATReader, dict]:
+    """Fit a reader on ``episodes`` (with ``embeddings``) for ``tasks``.
+
+    Each step draws ``batch`` samples of one task (tasks cycle), each from a random episode,
+    strategy and budget.
+    """
+    from tqdm import tqdm
+
+    torch.manual_seed(tcfg.seed)
+    rng = np.random.default_rng(tcfg.seed)
+    cache = cache or KeptCache()
+    sampler = QuerySampler(rcfg.max_places)
+    model = SATReader(rcfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tcfg.lr, total_steps=tcfg.steps, pct_start=0.1)
+    t0 = time.perf_counter()
+    losses: list[float] = []
+    for it in tqdm(range(tcfg.steps), desc="reader", disable=not progress, leave=False):
+        task = tasks[it % len(tasks)]
+        eps = [episodes[i] for i in rng.integers(0, len(episodes), tcfg.batch)]
+        kept = [cache.get(ep, tcfg.strategies[rng.integers(len(tcfg.strategies))], int(rng.choice(tcfg.budgets)), rng)
+                for ep in eps]
+        samples = [sampler.sample(ep, task, rng) for ep in eps]
+        emb, step, place, mask = memory_tensors(eps, kept)
+        place = torch.stack([torch.from_numpy(s[0])[pl] for s, pl in zip(samples, place)])  # permuted slots
+        args = torch.from_numpy(np.stack([s[1] for s in samples]))
+        out = model(emb, step, place, mask, torch.full((len(eps),), TASK_INDEX[task]), args)
+        q = {"cls": np.array([s[2] for s in samples]), "multi": np.stack([s[3] for s in samples])}
+        loss = task_loss(task, out[task], q, np.arange(len(eps))).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    model.eval()
+    return model, {"seconds": time.perf_counter() - t0, "final_loss": float(np.mean(losses[-50:])), "steps": tcfg.steps}
+
+
+@torch.no_grad()
+def episode_scores(model: SATReader, ep: Episode, kept: np.ndarray, task: str) -> np.ndarray:
+    """Scores ``[Q]`` of all queries of ``task`` in ``ep`` read from memory ``kept``."""
+    q = ep.queries[task]
+    Q = len(q["args"])
+    emb, step, place, mask = memory_tensors([ep] * Q, [kept] * Q)
+    out = model(emb, step, place, mask, torch.full((Q,), TASK_INDEX[task]), torch.from_numpy(q["args"]))
+    return score_predictions(task, decode(task, out[task]), q)
+
+
+@torch.no_grad()
+def score_matrix(model: SATReader, episodes: list[Episode], tasks: tuple[str, ...], strategies: tuple[str, ...],
+                 budgets: tuple[int, ...], cache: KeptCache | None = None, progress: bool = True) -> np.ndarray:
+    """Mean query score per (episode, task, strategy, budget): ``[N, len(tasks), len(strategies), len(budgets)]``.
+
+    Batches all queries of one (episode, budget, strategy) over every task in one forward pass.
+    """
+    from tqdm import tqdm
+
+    model.eval()
+    cache = cache or KeptCache()
+    out = np.zeros((len(episodes), len(tasks), len(strategies), len(budgets)))
+    for n, ep in enumerate(tqdm(episodes, desc="score", disable=not progress, leave=False)):
+        for b, L in enumerate(budgets):
+            for s, strat in enumerate(strategies):
+                kept = cache.get(ep, strat, L)
+                for t, task in enumerate(tasks):
+                    out[n, t, s, b] = episode_scores(model, ep, kept, task).mean()
+    return out
