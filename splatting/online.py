@@ -23,11 +23,10 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from spatial_memory.errors import ConfigError, InvalidFrameError
@@ -39,8 +38,6 @@ from .losses import depth_l1_loss, rgb_loss
 from .rasterize import RenderOutput, means2d_grad
 
 log = logging.getLogger(__name__)
-
-SH_C0 = 0.28209479177387814
 
 
 @dataclass
@@ -153,6 +150,14 @@ def _train_view(K: np.ndarray, ds: int) -> np.ndarray:
     Kd[0, 2] = (K[0, 2] + 0.5) / ds - 0.5
     Kd[1, 2] = (K[1, 2] + 0.5) / ds - 0.5
     return Kd
+
+
+def _strided_view(K: np.ndarray, s: int) -> np.ndarray:
+    """Intrinsics ``[3, 3]`` of the pixel subset ``img[::s, ::s]`` (pixel j is original pixel j s)."""
+    Ks = K.copy()
+    Ks[:2] /= s
+    Ks[2] = K[2]
+    return Ks
 
 
 def _downsample(img: np.ndarray, ds: int, depth: bool = False) -> np.ndarray:
@@ -298,7 +303,9 @@ class OnlineMapper:
         self.total_added += added
         self.total_pruned += pruned
         self.total_densified += densified
-        return IntegrationInfo(added, pruned, densified, self.last_iterations, loss, time.perf_counter() - t0, timings)
+        info = IntegrationInfo(added, pruned, densified, self.last_iterations, loss, time.perf_counter() - t0, timings)
+        log.debug("keyframe %d: %s", len(self.keyframes), info)
+        return info
 
     def _make_keyframe(self, frame: Frame, feature_maps: Mapping[str, Any]) -> Keyframe:
         ds = self.config.train_downscale
@@ -320,14 +327,14 @@ class OnlineMapper:
         sub = depth[::s, ::s]
         need = sub > 0
         if self.model is not None and self.num_gaussians:
-            Ks = _train_view(frame.intrinsics.K, s)
+            Ks = _strided_view(frame.intrinsics.K, s)
             out = self._render(torch.from_numpy(Ks).float(), frame.T_world_camera, sub.shape[1], sub.shape[0], False)
             alpha = out.alpha.detach().numpy()
             rdepth = out.depth.detach().numpy()
             wrong = rdepth - sub > cfg.add_depth_error_m
             need &= (alpha < cfg.add_alpha_threshold) | wrong
         masked = np.where(need, sub, 0.0).astype(np.float32)
-        intr_s = CameraIntrinsics.from_K(_train_view(frame.intrinsics.K, s), sub.shape[1], sub.shape[0])
+        intr_s = CameraIntrinsics.from_K(_strided_view(frame.intrinsics.K, s), sub.shape[1], sub.shape[0])
         pts, vu = backproject_depth(masked, intr_s, frame.T_world_camera)
         if len(pts) == 0:
             return 0
@@ -397,13 +404,13 @@ class OnlineMapper:
             loss = loss + cfg.lambda_depth * dl
             parts["depth"] = float(dl.detach())
         if cfg.lambda_feature > 0 and out.features is not None and kf.features:
-            fl = self._feature_loss(kf, out.features)
+            fl = self._feature_loss(kf, out.features, out.alpha.detach())
             if fl is not None:
                 loss = loss + cfg.lambda_feature * fl
                 parts["feature"] = float(fl.detach())
         return loss, parts
 
-    def _feature_loss(self, kf: Keyframe, rendered: torch.Tensor) -> torch.Tensor | None:
+    def _feature_loss(self, kf: Keyframe, rendered: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor | None:
         from spatial_memory.m3.attention import feature_loss  # decoder-side loss; no import cycle at module load
 
         h, w = rendered.shape[:2]
@@ -412,6 +419,9 @@ class OnlineMapper:
         vt, ut = idx // w, idx % w
         ds = self.config.train_downscale
         uv_full = torch.stack([(ut.float() + 0.5) * ds - 0.5, (vt.float() + 0.5) * ds - 0.5], dim=1)
+        # Only where the map has a surface: a query rendered into empty space is 0 and says nothing.
+        covered = alpha[vt, ut] > 0.5
+        vt, ut, uv_full = vt[covered], ut[covered], uv_full[covered]
         queries = self.split_queries(rendered[vt, ut])
         total = None
         for name, fmap in kf.features.items():
@@ -453,6 +463,9 @@ class OnlineMapper:
             K = torch.from_numpy(_train_view(kf.intrinsics.K, ds)).float()
             out = self._render(K, kf.T_world_camera, w, h, with_queries=bool(self.query_dims))
             loss, _ = self.view_loss(kf, out)
+            if not bool(torch.isfinite(loss)):
+                log.warning("online mapping: non-finite loss on keyframe %d, step skipped", kf.index)
+                continue
             opt.zero_grad(set_to_none=True)
             loss.backward()
             g = means2d_grad(out.meta)
