@@ -29,8 +29,8 @@ def synthetic_episode(seed: int, n_steps: int = 48, n_places: int = 4, n_labels:
     code = np.random.default_rng(12345).normal(size=(n_labels, dim)).astype(np.float32)  # shared by all episodes
     emb = seen.astype(np.float32) @ code + 0.05 * rng.normal(size=(n_steps, dim)).astype(np.float32)
     queries = make_queries(places_a, seen, np.array(visit[:n_steps]), rng, q, moved=[])
-    ep = Episode(f"syn_{seed}", np.zeros((n_steps, 4, 4, 3), np.uint8), np.zeros((n_steps, 3)), np.zeros(n_steps),
-                 places_a, seen, places_a.copy(), np.array(visit[:n_steps]), queries)
+    ep = Episode(f"syn_{seed}", np.zeros((1, 4, 4, 3), np.uint8), np.zeros(n_steps, np.int64), np.zeros((n_steps, 3)),
+                 np.zeros(n_steps), places_a, seen, places_a.copy(), np.array(visit[:n_steps]), queries)
     ep.embeddings = emb
     return ep
 

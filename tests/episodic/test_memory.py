@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from sim.episodes import TOY_LABELS, make_toy_apartment
 from sim.renderer import Renderer
 from spatial_memory.episodic.encoder import ObservationEncoder
 from spatial_memory.episodic.memory import Answer, EpisodicConfig, EpisodicMemory, Models
 from spatial_memory.episodic.reader import ReaderConfig, SATReader
-from spatial_memory.episodic.toyscene import TOY_LABELS, make_toy_apartment
 from spatial_memory.errors import ConfigError, MapFormatError, QueryError
 from spatial_memory.geometry import make_pose, yaw_pitch_to_rotation
 from spatial_memory.types import CameraIntrinsics, Frame

@@ -111,3 +111,61 @@ def test_mapping_rejects_unposed_frames(icl_mapping):
     frames = [icl_mapping[0], icl_mapping[1].with_pose(None)]
     with pytest.raises(InvalidFrameError, match="no pose"):
         check_mapping_frames(frames)
+
+
+def _plane_frames(n_frames: int, rng) -> tuple[list, np.ndarray]:
+    """Cameras sliding past the wall ``y = 3`` holding 300 textured points (id-coded descriptors).
+
+    Keypoints are the visible points' projections (0.3 px noise, shuffled, some dropped) plus
+    clutter; depth is the exact plane depth. Returns the FrameFeatures and the ``[O] -> point id``
+    ground truth per frame as a list of arrays.
+    """
+    from relocalization.features import Keypoints
+    from relocalization.mapping import FrameFeatures
+
+    P = np.c_[rng.uniform(-2, 2, 300), np.full(300, 3.0), rng.uniform(-1, 1, 300)]
+    D = rng.normal(size=(300, 32)).astype(np.float32)
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    W, H = 320, 240
+    v, u = np.mgrid[0:H, 0:W]
+    feats, ids = [], []
+    for i in range(n_frames):
+        T = look_at(np.array([-0.5 + 0.1 * i, 0.0, 0.0]), np.array([-0.5 + 0.1 * i, 3.0, 0.0]))
+        uv, pc = project_obs(P, np.repeat(invert_pose(T)[None, :3, :3], 300, 0), np.repeat(invert_pose(T)[None, :3, 3], 300, 0), K)
+        vis = np.flatnonzero((pc[:, 2] > 0) & (uv[:, 0] >= 2) & (uv[:, 0] < W - 2) & (uv[:, 1] >= 2) & (uv[:, 1] < H - 2))
+        vis = vis[rng.random(len(vis)) > 0.15]  # missed detections
+        xy = uv[vis] + rng.normal(0, 0.3, (len(vis), 2))
+        d = D[vis] + rng.normal(0, 0.05, (len(vis), 32)).astype(np.float32)
+        clutter = rng.uniform([0, 0], [W, H], (40, 2))  # detections without a consistent 3D point
+        cd = rng.normal(size=(40, 32)).astype(np.float32)
+        xy, d, gid = np.r_[xy, clutter], np.r_[d, cd], np.r_[vis, np.full(40, -1)]
+        order = rng.permutation(len(xy))
+        d = d[order] / np.linalg.norm(d[order], axis=1, keepdims=True)
+        rays = (np.stack([u, v, np.ones_like(u)], -1).reshape(-1, 3) @ np.linalg.inv(K).T) @ T[:3, :3].T
+        depth = ((3.0 - T[1, 3]) / rays[:, 1]).reshape(H, W).astype(np.float32)  # plane y = 3, ray z == 1
+        kp = Keypoints(xy[order].astype(np.float32), np.ones(len(xy), np.float32), d.astype(np.float32))
+        feats.append(FrameFeatures(kp, None, T, depth))
+        ids.append(gid[order])
+    return feats, ids
+
+
+def test_depth_tracking_follows_points_through_missed_detections():
+    from relocalization.mapping import build_tracks_depth
+
+    rng = np.random.default_rng(3)
+    feats, ids = _plane_frames(10, rng)
+    track, frame, kp = build_tracks_depth(feats, K, MapConfig(), progress=False)
+    gid = np.array([ids[f][k] for f, k in zip(frame, kp)])
+    # Every track is one physical point (clutter may start a track but is never joined to one).
+    pure = [len(np.unique(gid[track == t])) == 1 for t in np.unique(track)]
+    assert np.mean(pure) > 0.99
+    # Tracks bridge missed detections: a point seen in n frames is mostly one track of ~n observations.
+    real = gid >= 0
+    per_point = np.bincount(gid[real], minlength=300)
+    seen = np.zeros(300, int)
+    for f in ids:
+        np.add.at(seen, f[f >= 0], 1)
+    many = seen >= 5
+    assert np.median(per_point[many] / seen[many]) > 0.95
+    n_tracks_per_point = np.array([len(np.unique(track[real][gid[real] == p])) for p in np.flatnonzero(many)])
+    assert np.mean(n_tracks_per_point == 1) > 0.9
