@@ -672,7 +672,7 @@ def score_text_queries(session: Any, scene: Any, top_k: int, radius_m: float) ->
     """One query per object category; success = the top hit lies within ``radius_m`` of an object
     of that category (distance to its axis-aligned box, 0 inside)."""
     from emem.viz import progress
-    from spatial_memory.m3.evaluation import aabb_distance
+    from emem.m3_eval import aabb_distance
 
     per: dict[str, Any] = {}
     times = []
@@ -821,7 +821,7 @@ def render_views(session: Any, scene: Any, poses: Sequence[np.ndarray], intr: Ca
     from emem import experiment_figures as figs
     from sim.simulator import SimFrameSource
     from sim.trajectories import heldout_query_viewpoints
-    from spatial_memory.m3.evaluation import psnr
+    from emem.m3_eval import psnr
 
     cands = heldout_query_viewpoints(scene, list(poses), 6, seed=cfg.seed + 2000, trans_range=(0.1, 0.5),
                                      rot_range_deg=(5.0, 20.0), intrinsics=intr)

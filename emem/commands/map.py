@@ -208,7 +208,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def _eval_run(args: argparse.Namespace) -> dict:
-    from spatial_memory.m3.evaluation import evaluate_scene
+    from emem.m3_eval import evaluate_scene
 
     scenes = ["drake_living_room", "apartment"] if args.scene == "all" else [args.scene]
     out: dict[str, Any] = {"scenes": {}}
@@ -228,7 +228,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
 
 
 def _bench_run(args: argparse.Namespace) -> dict:
-    from spatial_memory.m3.evaluation import bench_keyframe_integration, bench_query
+    from emem.m3_eval import bench_keyframe_integration, bench_query
     from splatting.bench import bench_rasterizer
 
     r = bench_rasterizer(device=args.device)

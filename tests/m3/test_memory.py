@@ -13,7 +13,7 @@ import torch
 from spatial_memory import Frame
 from spatial_memory.errors import MapFormatError, QueryError
 from spatial_memory.m3 import M3Config, M3Memory
-from spatial_memory.m3.evaluation import aabb_distance
+from emem.m3_eval import aabb_distance
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..types import Frame
-from .config import M3Config
+from spatial_memory.types import Frame
+from spatial_memory.m3.config import M3Config
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def evaluate_scene(scene_name: str, frames: int = 60, seed: int = 0, width: int 
     """Map a simulated scene online and report PSNR, feature distance, text-query success, compression."""
     from sim.simulator import make_sim_source
 
-    from .memory import M3Memory
+    from spatial_memory.m3.memory import M3Memory
 
     cfg = config or M3Config()
     if iters is not None:
@@ -186,7 +186,7 @@ def bench_keyframe_integration(width: int = 320, height: int = 240, keyframes: i
     """
     from sim.simulator import make_sim_source
 
-    from .memory import M3Memory
+    from spatial_memory.m3.memory import M3Memory
 
     cfg = M3Config()
     # Keyframe thresholds at 0 make every frame a keyframe, so each ingest is one integration.
@@ -218,7 +218,7 @@ def bench_query(n_gaussians: int = 100_000, repeats: int = 20, seed: int = 0) ->
     """
     from splatting.gaussians import GaussianModel
 
-    from .memory import M3Memory
+    from spatial_memory.m3.memory import M3Memory
 
     rng = np.random.default_rng(seed)
     mem = M3Memory(M3Config())
