@@ -50,6 +50,7 @@ class LocateConfig:
 
     iterations: int = 3
     retrieval_k: int = 3  # priors tried (in retrieval order) when no prior is given
+    early_stop_inliers: int = 100  # stop trying further priors once a pose has this many inliers
     match_min_cos: float = 0.75
     match_ratio: float = 0.95
     window_px: tuple[float, ...] = (0.0, 40.0, 20.0)  # per round; 0 = whole image
@@ -57,8 +58,9 @@ class LocateConfig:
     occlusion_rel_tol: float = 0.1
     occlusion_abs_tol: float = 0.05
     pnp_px: float = 5.0
+    final_pnp_px: float = 3.0  # RANSAC threshold of the last round (the pose is close by then)
     min_inliers: int = 12
-    max_landmarks: int = 3000
+    max_landmarks: int = 5000  # visible landmarks rendered per round, the best-observed first
     max_keyframe_distance_m: float = 2.0  # a pose farther from every keyframe is rejected
 
     def validate(self) -> "LocateConfig":
@@ -156,7 +158,11 @@ class FavorMap:
             "build_seconds": time.perf_counter() - t0,
         }
         log.info("FaVoR map: %d/%d landmarks kept, built in %.1f s", len(keep), len(lms), stats["build_seconds"])
-        return cls(fields.subset(keep), lms.n_obs[keep], kfs, intr, ex.name, cfg, stats)
+        fields = fields.subset(keep)
+        # Descriptors are stored as float16; rounding them here makes a loaded map localise
+        # exactly like the one just built.
+        fields.descriptors = fields.descriptors.half().float()
+        return cls(fields, lms.n_obs[keep], kfs, intr, ex.name, cfg, stats)
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -169,7 +175,9 @@ class FavorMap:
         tensors = {
             "landmarks": {
                 "centers": f.centers.astype(np.float64), "half_side": f.half_side.astype(np.float64),
-                "density": f.density.float(), "descriptors": f.descriptors.float(),
+                "density": f.density.float(),
+                # float16 halves the largest tensor (27 x C per landmark); loaded back as float32.
+                "descriptors": f.descriptors.half(),
                 "fit_cos": f.fit_cos.astype(np.float32), "n_obs": self.n_obs.astype(np.int64),
             },
             "keyframes": {
@@ -220,7 +228,7 @@ class FavorMap:
         """Bytes of the map's arrays (what ``save`` writes, give or take the JSON)."""
         k = self.keyframes
         return int(
-            self.fields.nbytes + self.n_obs.nbytes + k.poses.nbytes + k.depth_small.size * 2
+            self.fields.nbytes - self.fields.descriptors.numel() * 2 + self.n_obs.nbytes + k.poses.nbytes + k.depth_small.size * 2
             + k.index.codebook.nbytes + k.index.descriptors.nbytes
         )
 
@@ -327,12 +335,15 @@ class FavorRelocalizer:
             idx, _ = self.map.keyframes.index.query(kp.descriptors, cfg.retrieval_k)
             priors = [self.map.keyframes.poses[i] for i in idx]
         timings["retrieval"] = time.perf_counter() - t1
+        # Every retrieved prior is refined (a wrong retrieval can still yield a "successful" pose
+        # with few inliers); the pose with the most inliers wins. A well-supported pose ends the
+        # search early to bound query time.
         best: LocalizationResult | None = None
         for P in priors:
             res = self._refine(kp, P, intrinsics, timings)
-            if best is None or res.inliers > best.inliers or (res.success and not best.success):
+            if best is None or (res.success, res.inliers) > (best.success, best.inliers):
                 best = res
-            if res.success:
+            if res.success and res.inliers >= cfg.early_stop_inliers:
                 break
         assert best is not None
         timings["total"] = time.perf_counter() - t0
@@ -346,6 +357,10 @@ class FavorRelocalizer:
         cfg, f = self.config, self.map.fields
         kfs = self.map.keyframes
         inliers, n_match, it = 0, 0, 0
+        # Descriptors rendered from the prior's centre are reused in later rounds: the refined
+        # pose moves the viewing direction by well under a degree, the fields change little.
+        rendered = np.full(len(f), -1, np.int64)
+        cache = np.zeros((0, f.descriptors.shape[-1]), np.float32)
         for it in range(1, cfg.iterations + 1):
             t = time.perf_counter()
             vis, uv = visible_landmarks(f.centers, T, intr, cfg.view_margin_frac)
@@ -359,7 +374,11 @@ class FavorRelocalizer:
                 vis, uv = vis[top], uv[top]
             if len(vis) < cfg.min_inliers:
                 return LocalizationResult(False, None, 0, 0.0, f"only {len(vis)} landmarks visible from the prior", it)
-            desc = f.render(T[:3, 3], vis)
+            todo = vis[rendered[vis] < 0]
+            if len(todo):
+                rendered[todo] = np.arange(len(cache), len(cache) + len(todo))
+                cache = np.concatenate([cache, f.render(T[:3, 3], todo)])
+            desc = cache[rendered[vis]]
             timings["render"] = timings.get("render", 0.0) + time.perf_counter() - t
             t = time.perf_counter()
             win = cfg.window_px[min(it - 1, len(cfg.window_px) - 1)]
@@ -372,7 +391,8 @@ class FavorRelocalizer:
             if n_match < cfg.min_inliers:
                 return LocalizationResult(False, None, 0, 0.0, f"{n_match} matches < {cfg.min_inliers} (round {it})", it)
             t = time.perf_counter()
-            T_new, inl = solve_pnp(kp.xy[ib], f.centers[vis[ia]], intr, cfg.pnp_px)
+            px = cfg.final_pnp_px if it == cfg.iterations else cfg.pnp_px
+            T_new, inl = solve_pnp(kp.xy[ib], f.centers[vis[ia]], intr, px)
             timings["pnp"] = timings.get("pnp", 0.0) + time.perf_counter() - t
             inliers = int(inl.sum())
             if T_new is None or inliers < cfg.min_inliers:

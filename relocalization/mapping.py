@@ -3,7 +3,9 @@
 Pipeline (FaVoR section of docs/papers.md; choices documented in docs/relocalization.md):
 
 1. Local features (+ dense descriptor map) for every mapping frame.
-2. Frame-to-frame mutual-nearest-neighbour matching with a cosine threshold, filtered by an
+2. With depth in every frame (default): projection-guided tracking (``build_tracks_depth``),
+   every landmark projected into every frame and matched to the nearest keypoint. Otherwise:
+   frame-to-frame mutual-nearest-neighbour matching with a cosine threshold, filtered by an
    essential-matrix RANSAC (``cv2.findEssentialMat`` with the known K) and by the epipolar
    constraint of the *known* relative pose (the sequence is posed, so this check is free).
 3. Tracks = connected components of the match graph (a track holding two keypoints of one
@@ -13,7 +15,7 @@ Pipeline (FaVoR section of docs/papers.md; choices documented in docs/relocaliza
    Gauss-Newton with a Huber loss on all observations. Observations with a large
    reprojection error or a depth that disagrees with the landmark are rejected.
 5. Track merging: tracks whose median descriptors have cosine > 0.9 and whose points lie
-   within a few pixels' footprint are merged and refined again; tracks with > 5 observations survive.
+   within a few pixels' footprint are merged and refined again; tracks with >= ``min_observations`` survive.
 6. Per observation the 7x7 dense descriptor patch, frame index (pose) and pixel are stored.
 """
 
@@ -50,7 +52,7 @@ class MapConfig:
     min_baseline_m: float = 0.02
     essential_px: float = 1.5
     epipolar_px: float = 3.0
-    min_observations: int = 6
+    min_observations: int = 3  # depth-validated tracks; the paper's > 5 is for tracks without depth
     merge_cos: float = 0.9
     merge_footprint_px: float = 7.0
     max_reproj_px: float = 3.0
@@ -62,6 +64,13 @@ class MapConfig:
     max_obs_per_landmark: int = 16
     keyframe_depth_wh: tuple[int, int] = (80, 60)
     retrieval_words: int = 16
+    # Depth-guided tracking (used when every mapping frame has depth): landmarks lifted with
+    # depth are projected into every later frame and matched to the nearest keypoint.
+    depth_tracking: bool = True
+    track_radius_px: float = 3.0
+    track_min_cos: float = 0.7
+    track_depth_rel_tol: float = 0.05
+    track_depth_abs_tol: float = 0.03
 
     def validate(self) -> "MapConfig":
         if not 0.0 < self.match_min_cos <= 1.0:
@@ -246,6 +255,82 @@ def build_tracks(feats: list[FrameFeatures], K: np.ndarray, cfg: MapConfig, prog
     _, track = np.unique(comp, return_inverse=True)
     order = np.argsort(track, kind="stable")
     return track[order], node_frame[order], node_kp[order]
+
+
+def _lift(ff: FrameFeatures, Ki: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """World points ``[N, 3]`` of the keypoints with valid depth and their indices ``[N]``."""
+    d = _depth_at(ff.depth, ff.keypoints.xy)
+    ok = np.flatnonzero(d > 0)
+    rays = np.c_[ff.keypoints.xy[ok], np.ones(len(ok))] @ Ki.T * d[ok, None]
+    T = ff.T_world_camera
+    return rays @ T[:3, :3].T + T[:3, 3], ok
+
+
+def build_tracks_depth(feats: list[FrameFeatures], K: np.ndarray, cfg: MapConfig, progress: bool = True):
+    """Projection-guided tracking for posed RGB-D sequences.
+
+    Every keypoint with depth that no landmark claims starts a landmark at its back-projected
+    point. Each frame, *all* landmarks (not only the previous frame's) are projected with the
+    known pose; one is visible when the frame's depth at its pixel agrees with its depth
+    (not occluded), and it claims the nearest keypoint within ``track_radius_px`` whose
+    descriptor has cosine >= ``track_min_cos`` with the landmark's latest descriptor (greedy,
+    one keypoint per landmark, most similar first). Compared with chaining pairwise mutual-NN
+    matches this (a) re-finds landmarks after missed detections or when the camera returns,
+    giving long tracks over wide viewpoint ranges, and (b) cannot chain two surfaces together.
+
+    Returns:
+        ``(track [O], frame [O], kp [O])`` sorted by track, tracks with >= 2 observations.
+    """
+    Ki = np.linalg.inv(K)
+    pos = np.zeros((0, 3))
+    desc = np.zeros((0, feats[0].keypoints.descriptors.shape[1]), np.float32)
+    o_t, o_f, o_k = [], [], []
+    for f, ff in enumerate(tqdm(feats, desc="tracking", disable=not progress, leave=False)):
+        kp = ff.keypoints
+        claimed = np.zeros(len(kp), bool)
+        if len(pos) and len(kp):
+            T_cw = invert_pose(ff.T_world_camera)
+            pc = pos @ T_cw[:3, :3].T + T_cw[:3, 3]
+            z = pc[:, 2]
+            zs = np.where(z > 1e-6, z, 1.0)
+            uv = np.stack([K[0, 0] * pc[:, 0] / zs + K[0, 2], K[1, 1] * pc[:, 1] / zs + K[1, 2]], 1)
+            h, w = ff.depth.shape
+            vis = np.flatnonzero((z > 0.05) & (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h))
+            dz = _depth_at(ff.depth, uv[vis])
+            vis = vis[(dz > 0) & (np.abs(z[vis] - dz) <= np.maximum(cfg.track_depth_abs_tol, cfg.track_depth_rel_tol * dz))]
+            if len(vis):
+                dist, j = cKDTree(kp.xy).query(uv[vis], k=1, distance_upper_bound=cfg.track_radius_px)
+                hit = np.isfinite(dist)
+                lm, j = vis[hit], j[hit]
+                cos = np.sum(desc[lm] * kp.descriptors[j], axis=1)
+                ok = cos >= cfg.track_min_cos
+                lm, j, cos = lm[ok], j[ok], cos[ok]
+                order = np.argsort(-cos, kind="stable")
+                lm, j = lm[order], j[order]
+                _, first = np.unique(j, return_index=True)  # one landmark per keypoint: the most similar
+                lm, j = lm[first], j[first]
+                claimed[j] = True
+                desc[lm] = kp.descriptors[j]  # follow slow appearance change along the track
+                o_t.append(lm)
+                o_f.append(np.full(len(lm), f))
+                o_k.append(j)
+        pts, idx = _lift(ff, Ki)
+        new = ~claimed[idx]
+        n0 = len(pos)
+        pos = np.concatenate([pos, pts[new]])
+        desc = np.concatenate([desc, kp.descriptors[idx[new]]])
+        o_t.append(np.arange(n0, len(pos)))
+        o_f.append(np.full(int(new.sum()), f))
+        o_k.append(idx[new])
+    track = np.concatenate(o_t).astype(np.int64)
+    frame = np.concatenate(o_f).astype(np.int64)
+    kpi = np.concatenate(o_k).astype(np.int64)
+    size = np.bincount(track, minlength=len(pos))
+    ok = size[track] >= 2
+    track, frame, kpi = track[ok], frame[ok], kpi[ok]
+    _, track = np.unique(track, return_inverse=True)
+    order = np.lexsort((frame, track))
+    return track[order], frame[order], kpi[order]
 
 
 def triangulate_dlt(xa: np.ndarray, xb: np.ndarray, Pa: np.ndarray, Pb: np.ndarray) -> np.ndarray:
@@ -511,7 +596,10 @@ def build_landmarks(
     K = intrinsics.K
     T_wc = np.stack([f.T_world_camera for f in feats])
     T_cw = np.stack([invert_pose(T) for T in T_wc])
-    track, frame, kp = build_tracks(feats, K, cfg, progress)
+    if cfg.depth_tracking and all(f.depth is not None for f in feats):
+        track, frame, kp = build_tracks_depth(feats, K, cfg, progress)
+    else:
+        track, frame, kp = build_tracks(feats, K, cfg, progress)
     obs = _Obs(track, frame, kp, feats)
     if len(track) == 0:
         raise EmptyMapError("no feature tracks: the frames share no matching features")

@@ -40,7 +40,7 @@ class VoxelConfig:
     footprint_px: float = 7.0
     samples_per_ray: int = 8  # ~0.25-0.45 voxel steps through the 2-voxel cube (paper: 0.1)
     rays_per_landmark: int = 32  # drawn once per landmark from its patches; paper: 1024 per iteration
-    iterations: int = 100  # paper: 2000 per landmark; the median-descriptor init converges fast
+    iterations: int = 50  # paper: 2000 per landmark; the median-descriptor init converges fast
     lr_density: float = 0.1
     lr_descriptor: float = 0.01
     w_cos: float = 0.2
@@ -49,7 +49,7 @@ class VoxelConfig:
     tv_from: float = 0.5  # fraction of iterations after which TV is switched on
     alpha_init: float = 0.01
     fit_min_cos: float = 0.85
-    max_landmarks: int = 3000
+    max_landmarks: int = 20000
     chunk_landmarks: int = 4096  # landmarks per optimisation chunk (bounds memory)
     seed: int = 0
     device: str = "cpu"  # torch device of the training tensors (results always come back to CPU)

@@ -88,3 +88,16 @@ def test_mutual_nn_window_and_ratio():
     # Duplicated targets are ambiguous: the ratio test removes them.
     ia, _, _ = mutual_nn(a, np.concatenate([b, b]), min_cos=0.9, ratio=0.9)
     assert len(ia) == 0
+
+
+def test_subpixel_recovers_a_blob_centre_and_keeps_borders():
+    import torch
+
+    from relocalization.features import subpixel
+
+    yy, xx = torch.meshgrid(torch.arange(40.0), torch.arange(30.0), indexing="ij")
+    heat = torch.exp(-((xx - 10.3) ** 2 + (yy - 20.7) ** 2) / 4.0)
+    out = subpixel(heat, torch.tensor([[10.0, 21.0], [0.0, 0.0], [5.0, 5.0]]))
+    assert torch.allclose(out[0], torch.tensor([10.3, 20.7]), atol=0.05)  # quadratic fit of a Gaussian
+    assert torch.equal(out[1], torch.tensor([0.0, 0.0]))  # on the border: unchanged
+    assert (out[2] - torch.tensor([5.0, 5.0])).abs().max() <= 0.5  # never moves past half a pixel
