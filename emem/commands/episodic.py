@@ -30,7 +30,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from spatial_memory.episodic.experiment import load_config, run_training
+    from emem.episodic_experiment import load_config, run_training
     from spatial_memory.episodic.memory import DEFAULT_WEIGHTS
 
     cfg = load_config(args.config)
@@ -48,7 +48,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_ama(args: argparse.Namespace) -> int:
-    from spatial_memory.episodic.experiment import load_config, run_train_ama
+    from emem.episodic_experiment import load_config, run_train_ama
 
     cfg = load_config(args.config)
     t = run_train_ama(cfg, Path(args.weights) if args.weights else None, args.kind,
@@ -81,7 +81,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def _eval_run(args: argparse.Namespace) -> dict:
-    from spatial_memory.episodic.experiment import load_config, run_eval
+    from emem.episodic_experiment import load_config, run_eval
 
     cfg = load_config(args.config)
     return run_eval(cfg, Path(args.weights) if args.weights else None, Path(args.cache) if args.cache else None,

@@ -93,23 +93,29 @@ def bandit_context(task: str, budget: int, budgets: tuple[int, ...]) -> int:
     return TASKS.index(task) * len(budgets) + budgets.index(budget)
 
 
-def train_strategy_bandit(scores: np.ndarray, budgets: tuple[int, ...], iters: int = 4000, seed: int = 0) -> StrategyBandit:
+def train_strategy_bandit(scores: np.ndarray, budgets: tuple[int, ...], iters: int = 4000, seed: int = 0,
+                          episodes_per_pull: int = 8) -> StrategyBandit:
     """Bandit over (task, budget) contexts from reader scores ``[N episodes, tasks, strategies, budgets]``.
 
-    Each iteration samples an episode and a context; the reward is the reader's score of the
-    memory the chosen strategy built for that episode.
+    Each pull samples a context and ``episodes_per_pull`` episodes; the reward is the reader's
+    mean score of the memories the chosen strategy built for them. One episode has only
+    ``queries_per_task`` queries, so a single-episode reward is too noisy to separate
+    strategies a few points apart; averaging a handful of episodes per pull estimates the
+    expected task score the bandit should rank arms by.
     """
+    if episodes_per_pull <= 0:
+        raise ConfigError(f"episodes_per_pull must be positive, got {episodes_per_pull}")
     rng = np.random.default_rng(seed)
     N, nT, nS, nB = scores.shape
     bandit = StrategyBandit(nT * nB, nS, seed=seed)
-    ep = {"i": 0}
+    ep: dict[str, np.ndarray] = {"i": np.zeros(1, np.int64)}
 
     def sampler() -> int:
-        ep["i"] = int(rng.integers(N))
+        ep["i"] = rng.integers(0, N, episodes_per_pull)
         return int(rng.integers(nT * nB))
 
     def reward(c: int, a: int) -> float:
-        return float(scores[ep["i"], c // nB, a, c % nB])
+        return float(scores[ep["i"], c // nB, a, c % nB].mean())
 
     return bandit.train(reward, sampler, iters)
 
@@ -232,14 +238,65 @@ class PolicyConfig:
     decision_every: int = 16
     n_steps: int = 512
     batch_size: int = 128
-    learning_rate: float = 1e-3
-    ent_coef: float = 0.01
+    learning_rate: float = 3e-4
+    ent_coef: float = 0.0
+    clip_range: float = 0.1
     net_arch: tuple[int, ...] = (64, 64)
+    bc_epochs: int = 600  # behaviour-cloning warm start from the best fixed strategy per (task, budget)
     seed: int = 0
 
 
-def train_policy(env: AllocationEnv, pcfg: PolicyConfig, progress: bool = True):
-    """PPO on ``env``; returns the sb3 model (save its ``policy.state_dict()`` as safetensors)."""
+def best_fixed_actions(scores: np.ndarray, tasks: tuple[str, ...], budgets: tuple[int, ...],
+                       strategies: tuple[str, ...]) -> dict[tuple[str, int], int]:
+    """Action index of the best fixed strategy per (task, budget) from scores ``[N, tasks, strategies, budgets]``."""
+    from .store import STRATEGY_ACTION
+
+    mean = scores.mean(0)
+    return {(t, L): ACTIONS.index(STRATEGY_ACTION[strategies[int(mean[ti, :, bi].argmax())]])
+            for ti, t in enumerate(tasks) for bi, L in enumerate(budgets)}
+
+
+def collect_demos(env: "AllocationEnv", teacher: dict[tuple[str, int], int]) -> tuple[np.ndarray, np.ndarray]:
+    """Observations ``[n, OBS_DIM]`` and teacher actions ``[n]`` from rolling out ``teacher`` on every
+    (episode, task, budget) of ``env``."""
+    obs_l, act_l = [], []
+    for i in range(len(env.episodes)):
+        for task in env.tasks:
+            for L in env.budgets:
+                env.set_episode(i, task, L)
+                obs, _ = env.reset()
+                a = teacher[(task, L)]
+                done = False
+                while not done:
+                    obs_l.append(obs)
+                    act_l.append(a)
+                    obs, _, done, _, _ = env.step(a)
+    return np.asarray(obs_l, np.float32), np.asarray(act_l, np.int64)
+
+
+def behaviour_clone(policy, obs: np.ndarray, actions: np.ndarray, epochs: int, lr: float = 3e-3, seed: int = 0) -> float:
+    """Fit the policy's action distribution to ``actions`` (cross-entropy, full batch); returns the final accuracy."""
+    torch.manual_seed(seed)
+    x = torch.from_numpy(obs)
+    y = torch.from_numpy(actions)
+    params = [p for n, p in policy.named_parameters() if "value" not in n]
+    opt = torch.optim.Adam(params, lr=lr)
+    policy.set_training_mode(True)
+    for _ in range(epochs):
+        loss = torch.nn.functional.cross_entropy(policy.get_distribution(x).distribution.logits, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    policy.set_training_mode(False)
+    with torch.no_grad():
+        return float((policy.get_distribution(x).distribution.logits.argmax(-1) == y).float().mean())
+
+
+def train_policy(env: AllocationEnv, pcfg: PolicyConfig, progress: bool = True,
+                 teacher: dict[tuple[str, int], int] | None = None):
+    """PPO on ``env``, optionally warm-started by behaviour cloning of ``teacher`` (an action per
+    (task, budget), e.g. :func:`best_fixed_actions`); returns the sb3 model (save its
+    ``policy.state_dict()`` as safetensors)."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from tqdm import tqdm
@@ -257,9 +314,14 @@ def train_policy(env: AllocationEnv, pcfg: PolicyConfig, progress: bool = True):
 
     torch.manual_seed(pcfg.seed)
     model = PPO("MlpPolicy", env, n_steps=pcfg.n_steps, batch_size=pcfg.batch_size, learning_rate=pcfg.learning_rate,
-                ent_coef=pcfg.ent_coef, gamma=1.0, gae_lambda=0.95, n_epochs=8, seed=pcfg.seed, verbose=0,
-                policy_kwargs={"net_arch": list(pcfg.net_arch)}, device="cpu")
-    model.learn(total_timesteps=pcfg.total_timesteps, callback=_Progress())
+                ent_coef=pcfg.ent_coef, clip_range=pcfg.clip_range, gamma=1.0, gae_lambda=0.95, n_epochs=8,
+                seed=pcfg.seed, verbose=0, policy_kwargs={"net_arch": list(pcfg.net_arch)}, device="cpu")
+    if teacher is not None and pcfg.bc_epochs > 0:
+        obs, acts = collect_demos(env, teacher)
+        acc = behaviour_clone(model.policy, obs, acts, pcfg.bc_epochs, seed=pcfg.seed)
+        log.info("behaviour cloning: %d samples, accuracy %.3f", len(acts), acc)
+    if pcfg.total_timesteps > 0:
+        model.learn(total_timesteps=pcfg.total_timesteps, callback=_Progress())
     return model
 
 
@@ -269,6 +331,16 @@ def make_policy(net_arch: tuple[int, ...]):
 
     return ActorCriticPolicy(gym.spaces.Box(0.0, OBS_HIGH, (OBS_DIM,), np.float32), gym.spaces.Discrete(len(ACTIONS)),
                              lr_schedule=lambda _: 0.0, net_arch=list(net_arch))
+
+
+def policy_scores(policy, env: "AllocationEnv") -> np.ndarray:
+    """Deterministic scores ``[N episodes, tasks, budgets]`` of ``policy`` on every episode of ``env``."""
+    out = np.zeros((len(env.episodes), len(env.tasks), len(env.budgets)))
+    for n in range(len(env.episodes)):
+        for ti, task in enumerate(env.tasks):
+            for bi, L in enumerate(env.budgets):
+                out[n, ti, bi] = run_policy(policy, env, n, task, L)[0]
+    return out
 
 
 @torch.no_grad()

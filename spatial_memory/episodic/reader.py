@@ -9,14 +9,18 @@ to every memory so an empty (or fully masked) memory still yields a defined read
 Query tokens: ``[task]`` + arguments: a place (place embedding + "place" type), a category
 (label table + "label" type) or an ordered pair of places (place embeddings + slot 0/1 types).
 Each layer (pre-LayerNorm): self-attention over the query tokens, cross-attention into memory,
-MLP. The first query token feeds four task heads (multi-label for what-was-there and
-first-visit, place classification for last-seen, 2-way for order).
+MLP. The three final query tokens (concatenated) feed four task heads: multi-label for
+what-was-there and first-visit, 2-way for order, and for last-seen a *pointer* that scores every
+place slot by its place embedding (slots are arbitrary names, relabelled per episode).
 
 Place-matched attention bias: a query token that names a place (what-was-there, first-visit,
 order) adds a learned per-head bonus (initialised to 2) to its cross-attention scores on memory
 tokens of that place. The place embedding alone must otherwise learn this binding from the task
 loss, which our small reader did not manage within a CPU training budget (order stayed at
-chance); T-FIFO has no places and so no bias.
+chance); T-FIFO has no places and so no bias. Recency bias: every layer also adds a learned
+per-head slope times the memory token's step / ``max_steps`` (ALiBi-like, both readers), so a
+head can prefer the newest (last-seen) or oldest (first-visit, order) memories without
+decoding that from the time embedding.
 
 Hierarchical read (``read = "hierarchical"``, the paper's SAT-PM-PH): memory tokens are grouped
 into place chunks, each chunk is summarised by its masked mean, every query token scores the
@@ -147,6 +151,9 @@ class _Layer(nn.Module):
         self.top_k = cfg.top_k
         # per-head bonus for memory tokens of the place a query token names (see SATReader)
         self.match_bias = nn.Parameter(torch.full((cfg.heads,), 2.0))
+        # per-head recency slope on the memory tokens' normalised step (ALiBi-like): heads start
+        # alternately preferring recent (last-seen) and old (first-visit, order) memories
+        self.recency = nn.Parameter(torch.tensor([4.0 if h % 2 == 0 else -4.0 for h in range(cfg.heads)]))
         if self.hier:
             self.q_chunk = nn.Linear(W, W)
             self.kv_chunk = nn.Linear(W, 2 * W)
@@ -154,7 +161,7 @@ class _Layer(nn.Module):
 
     def forward(self, h: torch.Tensor, qmask: torch.Tensor, mem: torch.Tensor, mmask: torch.Tensor,
                 chunks: torch.Tensor | None, chunk_valid: torch.Tensor | None, member: torch.Tensor | None,
-                match: torch.Tensor | None = None) -> torch.Tensor:
+                match: torch.Tensor | None = None, age: torch.Tensor | None = None) -> torch.Tensor:
         """``h: [B, Q, W]``, ``qmask: [B, Q]``, ``mem: [B, M, W]``, ``mmask: [B, M]``;
         ``match: [B, Q, M] bool`` query token names the memory token's place (None = no place bias);
         hierarchical: ``chunks: [B, P, W]`` summaries, ``chunk_valid: [B, P]``, ``member: [B, M, P]`` one-hot."""
@@ -179,6 +186,9 @@ class _Layer(nn.Module):
             in_sel = torch.einsum("bqp,bmp->bqm", sel.float(), member) > 0
             cmask = cmask & (in_sel | ~member.any(-1)[:, None, :])  # tokens without a place (null) stay readable
         bias = None if match is None else match[:, None].float() * self.match_bias[None, :, None, None]
+        if age is not None:  # age: [B, M] step / max_steps (0 for the null token)
+            rec = (self.recency[None, :, None] * age[:, None, :])[:, :, None, :].expand(-1, -1, h.shape[1], -1)
+            bias = rec if bias is None else bias + rec
         h = h + self.out_c(_attend(self.q_c(x), k, v, cmask, self.heads, bias))
         return h + self.mlp(self.ln_f(h))
 
@@ -200,11 +210,13 @@ class SATReader(nn.Module):
         self.types = nn.Embedding(4, W)  # place arg, label arg, pair slot 0, pair slot 1
         self.layers = nn.ModuleList(_Layer(cfg) for _ in range(cfg.layers))
         self.ln_out = nn.LayerNorm(W)
+        # heads read all three query tokens (task, argument, second place): the argument tokens
+        # are the ones that cross-attended to their place's memories
         self.heads = nn.ModuleDict({
-            "what_was_there": nn.Linear(W, cfg.n_labels),
-            "first_visit": nn.Linear(W, cfg.n_labels),
-            "last_seen": nn.Linear(W, cfg.max_places),
-            "order": nn.Linear(W, 2),
+            "what_was_there": nn.Linear(3 * W, cfg.n_labels),
+            "first_visit": nn.Linear(3 * W, cfg.n_labels),
+            "last_seen": nn.Linear(3 * W, W),  # a pointer: scored against every place slot's embedding
+            "order": nn.Sequential(nn.Linear(3 * W, W), nn.GELU(), nn.Linear(W, 2)),
         })
 
     def memory_tokens(self, emb: torch.Tensor, step: torch.Tensor, place: torch.Tensor) -> torch.Tensor:
@@ -263,7 +275,14 @@ class SATReader(nn.Module):
             q_slot = torch.stack([neg, torch.where(is_label, neg, args[:, 0] % P), torch.where(is_pair, args[:, 1] % P, neg)], 1)
             m_slot = torch.cat([torch.full((B, 1), -2, dtype=torch.long), place % P], dim=1)
             match = (q_slot[:, :, None] == m_slot[:, None, :]) & (q_slot[:, :, None] >= 0)
+        age = torch.cat([torch.zeros(B, 1), step.float() / self.cfg.max_steps], dim=1)
         for layer in self.layers:
-            h = layer(h, qmask, mem, mmask, chunks, chunk_valid, member, match)
-        z = self.ln_out(h[:, 0])
-        return {name: head(z) for name, head in self.heads.items()}
+            h = layer(h, qmask, mem, mmask, chunks, chunk_valid, member, match, age)
+        h = self.ln_out(h) * qmask[..., None]  # an unused second argument contributes nothing
+        z = h.reshape(B, -1)
+        out = {name: head(z) for name, head in self.heads.items() if name != "last_seen"}
+        # last-seen answers a place slot; slots are arbitrary names, so score each slot through its
+        # place embedding (a pointer) instead of a fixed per-slot output row
+        slots = self.place(torch.arange(self.cfg.max_places))
+        out["last_seen"] = self.heads["last_seen"](z) @ slots.T / math.sqrt(slots.shape[-1])
+        return out

@@ -28,10 +28,10 @@ def test_empty_memory_knows_nothing(syn_episodes) -> None:
 
 
 def _stream(seed: int):
-    """Place 0 visited every other run; places 1..6 discovered one by one; each run sees new things."""
+    """Place 0 visited every other run, places 1..6 discovered one by one, the late ones revisited last."""
     rng = np.random.default_rng(seed)
     places, visit, seen = [], [], []
-    order = [0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0, 1, 0, 2, 0]
+    order = [0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0, 6, 0, 5, 0]
     for v, p in enumerate(order):
         for _ in range(6):
             places.append(p)

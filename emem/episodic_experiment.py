@@ -1,8 +1,11 @@
-"""End-to-end episodic experiment: episodes -> encoder -> readers -> allocators -> results.
+"""End-to-end episodic experiment: simulated walks -> encoder -> readers -> allocators -> results.
 
-``run_training`` produces a weights directory (what ships in ``spatial_memory/episodic/weights``)
-and ``run_eval`` recomputes the evaluation table from a weights directory. Both read one YAML
-config (``config/episodic/default.yaml``; ``tiny.yaml`` for tests).
+Lives in ``emem`` because it joins two layers: the simulator (``sim.episodes`` walks and
+renders apartments into plain records) and the memory (``spatial_memory.episodic``: tasks,
+reader, allocators). ``run_training`` produces a weights directory (what ships in
+``spatial_memory/episodic/weights``) and ``run_eval`` recomputes the evaluation table from a
+weights directory. Both read one YAML config (``config/episodic/default.yaml``; ``tiny.yaml``
+for tests).
 """
 
 from __future__ import annotations
@@ -20,18 +23,19 @@ import yaml
 
 from spatial_memory.errors import ConfigError
 
-from .ama import (AllocationEnv, PolicyConfig, bandit_context, make_policy, run_policy, train_policy,
-                  train_strategy_bandit, StrategyBandit)
-from .encoder import encode, train_encoder
-from .memory import DEFAULT_WEIGHTS, Models
-from .reader import ReaderConfig, SATReader
-from .store import ACTIONS, STRATEGIES
-from .tasks import TASKS, EpisodeConfig, Episode, SplitConfig, build_vocab, load_split
-from .training import KeptCache, TrainConfig, score_matrix, train_reader
+from spatial_memory.episodic.ama import (AllocationEnv, PolicyConfig, StrategyBandit, bandit_context, best_fixed_actions,
+                                         make_policy, run_policy, train_policy, train_strategy_bandit)
+from spatial_memory.episodic.encoder import encode, train_encoder
+from spatial_memory.episodic.memory import DEFAULT_WEIGHTS, Models
+from spatial_memory.episodic.oracle import oracle_scores
+from spatial_memory.episodic.reader import ReaderConfig, SATReader
+from spatial_memory.episodic.store import ACTIONS, STRATEGIES
+from spatial_memory.episodic.tasks import TASKS, Episode, EpisodeConfig, SplitConfig, load_split
+from spatial_memory.episodic.training import KeptCache, TrainConfig, score_matrix, train_reader
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "config" / "episodic"
 
 
@@ -47,6 +51,7 @@ class ExperimentConfig:
     tfifo_steps: int = 600
     budgets: tuple[int, ...] = (32, 64, 128)
     bandit_iters: int = 4000
+    bandit_episodes_per_pull: int = 8
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     threads: int = 1  # 1 is fastest on a shared 2-core machine (no spin-waiting between threads)
 
@@ -84,17 +89,48 @@ def _config_dict(cfg: ExperimentConfig) -> dict:
     return json.loads(json.dumps(asdict(cfg)))
 
 
+def build_vocab(cfg: ExperimentConfig) -> list[str]:
+    """Object categories over the training scenes (the reader's label space)."""
+    from sim.episodes import scene_vocab
+
+    return scene_vocab(cfg.episode.scene_generator, cfg.split.seeds("train"), cfg.episode.n_rooms)
+
+
+def load_episodes(name: str, cfg: ExperimentConfig, vocab: list[str], cache_dir: Path | None = None,
+                  progress: bool = True) -> list[Episode]:
+    """One split's episodes: simulator walks (``sim.episodes``) turned into task episodes, cached."""
+    import numba
+
+    from sim.episodes import WalkConfig, generate_record
+
+    walk = WalkConfig(**cfg.episode.walk_kwargs())
+    # The renderer's parallel numba kernels spin-wait on a shared, loaded machine: tiny 64x48
+    # views render several times faster on one thread.
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        return load_split(name, cfg.episode, cfg.split, vocab, lambda s, w: generate_record(s, w, walk, vocab),
+                          cache_dir, progress)
+    finally:
+        numba.set_num_threads(threads)
+
+
 def prepare_data(cfg: ExperimentConfig, cache_dir: Path | None = None, progress: bool = True):
     """Vocabulary and the three splits (generated once, then cached)."""
-    vocab = build_vocab(cfg.episode, cfg.split)
-    splits = {s: load_split(s, cfg.episode, cfg.split, vocab, cache_dir, progress) for s in ("train", "val", "test")}
+    vocab = build_vocab(cfg)
+    splits = {s: load_episodes(s, cfg, vocab, cache_dir, progress) for s in ("train", "val", "test")}
     return vocab, splits
 
 
-def embed_all(models_encoder, splits: dict[str, list[Episode]]) -> None:
+def embed(encoder, ep: Episode) -> None:
+    """Encode each distinct view once; steps share their view's embedding."""
+    ep.embeddings = encode(encoder, ep.views)[ep.view_index]
+
+
+def embed_all(encoder, splits: dict[str, list[Episode]]) -> None:
     for eps in splits.values():
         for ep in eps:
-            ep.embeddings = encode(models_encoder, ep.rgb)
+            embed(encoder, ep)
 
 
 def run_training(cfg: ExperimentConfig, out: Path, task: str = "mixed", cache_dir: Path | None = None,
@@ -114,8 +150,9 @@ def run_training(cfg: ExperimentConfig, out: Path, task: str = "mixed", cache_di
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(cfg.train.seed)
-    rgb = np.concatenate([ep.rgb for ep in splits["train"]])
-    seen = np.concatenate([ep.seen for ep in splits["train"]])
+    firsts = [np.unique(ep.view_index, return_index=True)[1] for ep in splits["train"]]  # a step showing each view
+    rgb = np.concatenate([ep.views for ep in splits["train"]])
+    seen = np.concatenate([ep.seen[f] for ep, f in zip(splits["train"], firsts)])
     pick = rng.permutation(len(rgb))[: cfg.encoder_max_views]
     encoder, enc_stats = train_encoder(rgb[pick], seen[pick], cfg.encoder_dim, cfg.encoder_epochs, progress=progress)
     embed_all(encoder, splits)
@@ -139,21 +176,62 @@ def run_training(cfg: ExperimentConfig, out: Path, task: str = "mixed", cache_di
     if with_ama and task == "mixed":
         t0 = time.perf_counter()
         val_scores = score_matrix(reader, splits["val"], TASKS, STRATEGIES, tuple(cfg.budgets), cache, progress)
-        bandit = train_strategy_bandit(val_scores, tuple(cfg.budgets), cfg.bandit_iters, cfg.train.seed)
-        times["bandit_s"] = time.perf_counter() - t0
-        meta["bandit"] = bandit.state()
+        times["val_scores_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        env = AllocationEnv(splits["val"], reader, TASKS, tuple(cfg.budgets), cfg.policy.decision_every, cfg.policy.seed)
-        ppo = train_policy(env, cfg.policy, progress)
+        meta["bandit"] = fit_bandit(cfg, val_scores).state()
+        times["bandit_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        state, meta["policy"] = fit_policy(cfg, splits["val"], reader, val_scores, progress)
         times["policy_s"] = time.perf_counter() - t0
-        meta["policy"] = {"net_arch": list(cfg.policy.net_arch), "decision_every": cfg.policy.decision_every}
-        models.policy_state = ppo.policy.state_dict()
+        models.policy_state = state
     times["total_s"] = sum(times.values())
     meta["times"] = times
     models.meta = meta
     models.save(out)
     log.info("episodic training done in %.1f s -> %s", times["total_s"], out)
     return meta
+
+
+def fit_bandit(cfg: ExperimentConfig, val_scores: np.ndarray) -> StrategyBandit:
+    """AMA (a) on validation reader scores ``[N, tasks, strategies, budgets]``."""
+    return train_strategy_bandit(val_scores, tuple(cfg.budgets), cfg.bandit_iters, cfg.train.seed,
+                                 cfg.bandit_episodes_per_pull)
+
+
+def fit_policy(cfg: ExperimentConfig, val: list[Episode], reader: SATReader, val_scores: np.ndarray,
+               progress: bool = True) -> tuple[dict, dict]:
+    """AMA (b): behaviour-clone the best fixed strategy per (task, budget) on validation, then
+    fine-tune with PPO; keep whichever of the two scores higher on the validation mixed set.
+
+    Returns:
+        ``(policy state dict, meta)`` with the validation scores of both candidates.
+    """
+    import copy
+
+    from spatial_memory.episodic.ama import policy_scores
+
+    budgets = tuple(cfg.budgets)
+    env = AllocationEnv(val, reader, TASKS, budgets, cfg.policy.decision_every, cfg.policy.seed)
+    teacher = best_fixed_actions(val_scores, TASKS, budgets, STRATEGIES)
+    bc_cfg = PolicyConfig(**{**asdict(cfg.policy), "total_timesteps": 0})
+    model = train_policy(env, bc_cfg, progress, teacher)
+    bc_state = copy.deepcopy(model.policy.state_dict())
+    model.policy.set_training_mode(False)
+    val_bc = float(policy_scores(model.policy, env).mean())
+    val_ppo = None
+    chosen, state = "bc", bc_state
+    if cfg.policy.total_timesteps > 0:
+        model.learn(total_timesteps=cfg.policy.total_timesteps)
+        model.policy.set_training_mode(False)
+        val_ppo = float(policy_scores(model.policy, env).mean())
+        if val_ppo > val_bc:
+            chosen, state = "ppo", model.policy.state_dict()
+    meta = {"net_arch": list(cfg.policy.net_arch), "decision_every": cfg.policy.decision_every,
+            "teacher": {f"{t}/{L}": ACTIONS[a] for (t, L), a in teacher.items()},
+            "val_mixed_bc": round(100 * val_bc, 2), "val_mixed_ppo": None if val_ppo is None else round(100 * val_ppo, 2),
+            "val_mixed_best_fixed": round(100 * float(val_scores.mean((0, 1, 3)).max()), 2), "selected": chosen}
+    log.info("allocator policy: val mixed bc %.2f, ppo %s -> %s", 100 * val_bc, val_ppo, chosen)
+    return state, meta
 
 
 def load_bandit(meta: dict) -> StrategyBandit:
@@ -177,12 +255,12 @@ def run_eval(cfg: ExperimentConfig, weights: Path | None = None, cache_dir: Path
     torch.set_num_threads(cfg.threads)
     weights = Path(weights) if weights else DEFAULT_WEIGHTS
     models = Models.load(weights)
-    vocab = build_vocab(cfg.episode, cfg.split)
+    vocab = build_vocab(cfg)
     if vocab != models.vocab:
         raise ConfigError(f"weights vocabulary {models.vocab} differs from the config's {vocab}; use matching --config")
-    test = load_split("test", cfg.episode, cfg.split, vocab, cache_dir, progress)
+    test = load_episodes("test", cfg, vocab, cache_dir, progress)
     for ep in test:
-        ep.embeddings = encode(models.encoder, ep.rgb)
+        embed(models.encoder, ep)
     budgets = tuple(cfg.budgets)
     cache = KeptCache()
     t0 = time.perf_counter()
@@ -202,8 +280,17 @@ def run_eval(cfg: ExperimentConfig, weights: Path | None = None, cache_dir: Path
             row["t_fifo"] = round(100 * float(St[:, ti, bi].mean()), 2)
             row["best_strategy"] = STRATEGIES[int(mean[ti, :, bi].argmax())]
             table[task][str(L)] = row
-    margins = {task: float(100 * (S[:, ti, STRATEGIES.index("fifo")].mean(0) - St[:, ti].mean(0)).min())
+    margins = {task: round(float(100 * (S[:, ti, STRATEGIES.index("fifo")].mean(0) - St[:, ti].mean(0)).min()), 2)
                for ti, task in enumerate(TASKS)}
+    # the SAT reader with the best write strategy of each (task, budget) against T-FIFO
+    margins_best = {task: round(float(100 * (mean[ti].max(0) - St[:, ti].mean(0)).min()), 2) for ti, task in enumerate(TASKS)}
+    # strategy margins: best minus second-best per (task, budget), learned reader and oracle
+    O = oracle_matrix(test, budgets, cache)  # [N, T, S, B]
+    omean = O.mean(0)
+
+    def gap(m: np.ndarray) -> float:
+        top = np.sort(m)
+        return round(float(100 * (top[-1] - top[-2])), 2)
     result: dict[str, Any] = {
         "n_test_episodes": len(test),
         "budgets": list(budgets),
@@ -211,6 +298,13 @@ def run_eval(cfg: ExperimentConfig, weights: Path | None = None, cache_dir: Path
         "accuracy": table,
         "sat_minus_tfifo": margins,
         "sat_minus_tfifo_min": min(margins.values()),
+        "sat_best_minus_tfifo": margins_best,
+        "sat_best_minus_tfifo_min": min(margins_best.values()),
+        "strategy_margin": {task: {str(L): gap(mean[ti, :, bi]) for bi, L in enumerate(budgets)} for ti, task in enumerate(TASKS)},
+        "oracle": {task: {str(L): {**{s_: round(100 * float(omean[ti, si, bi]), 2) for si, s_ in enumerate(STRATEGIES)},
+                                   "best_strategy": STRATEGIES[int(omean[ti, :, bi].argmax())],
+                                   "margin": gap(omean[ti, :, bi])}
+                          for bi, L in enumerate(budgets)} for ti, task in enumerate(TASKS)},
         "best_strategy_per_task": {task: {str(L): table[task][str(L)]["best_strategy"] for L in budgets} for task in TASKS},
         "reader_eval_s": time.perf_counter() - t0,
     }
@@ -228,6 +322,10 @@ def run_eval(cfg: ExperimentConfig, weights: Path | None = None, cache_dir: Path
                 bscore.append(S[:, ti, arm, bi])
         result["ama_bandit_choices"] = choice
         result["ama_bandit_best_choice_rate"] = hits / (len(test) * len(TASKS) * len(budgets))
+        # how much the choices cost against the test-set best arm (near-ties count as misses above)
+        result["ama_bandit_regret_points"] = round(100 * float(np.mean(
+            [mean[ti, :, bi].max() - mean[ti, STRATEGIES.index(choice[task][str(L)]), bi]
+             for ti, task in enumerate(TASKS) for bi, L in enumerate(budgets)])), 2)
         result["ama_bandit_mixed"] = round(100 * float(np.mean(bscore)), 2)
     fixed_mixed = {s: round(100 * float(S[:, :, si].mean()), 2) for si, s in enumerate(STRATEGIES)}
     result["fixed_mixed"] = fixed_mixed
@@ -254,6 +352,19 @@ def run_eval(cfg: ExperimentConfig, weights: Path | None = None, cache_dir: Path
     return result
 
 
+def oracle_matrix(episodes: list[Episode], budgets: tuple[int, ...], cache: KeptCache | None = None) -> np.ndarray:
+    """Oracle-reader scores ``[N, tasks, strategies, budgets]`` (see ``spatial_memory.episodic.oracle``)."""
+    cache = cache or KeptCache()
+    out = np.zeros((len(episodes), len(TASKS), len(STRATEGIES), len(budgets)))
+    for n, ep in enumerate(episodes):
+        for bi, L in enumerate(budgets):
+            for si, strat in enumerate(STRATEGIES):
+                kept = cache.get(ep, strat, L)
+                for ti, task in enumerate(TASKS):
+                    out[n, ti, si, bi] = oracle_scores(ep, kept, task).mean()
+    return out
+
+
 def run_train_ama(cfg: ExperimentConfig, weights: Path | None, kind: str, cache_dir: Path | None = None,
                   progress: bool = True) -> float:
     """(Re)train the ``bandit`` or ``policy`` allocator of a weights directory in place; returns seconds."""
@@ -267,24 +378,21 @@ def run_train_ama(cfg: ExperimentConfig, weights: Path | None, kind: str, cache_
         raise ConfigError(f"weights vocabulary {models.vocab} differs from the config's {vocab}; use matching --config")
     val = splits["val"]
     for ep in val:
-        ep.embeddings = encode(models.encoder, ep.rgb)
+        embed(models.encoder, ep)
     t0 = time.perf_counter()
     meta = dict(models.meta)
     budgets = tuple(cfg.budgets)
+    scores = score_matrix(models.reader, val, TASKS, STRATEGIES, budgets, KeptCache(), progress)
     if kind == "bandit":
-        scores = score_matrix(models.reader, val, TASKS, STRATEGIES, budgets, KeptCache(), progress)
-        meta["bandit"] = train_strategy_bandit(scores, budgets, cfg.bandit_iters, cfg.train.seed).state()
+        meta["bandit"] = fit_bandit(cfg, scores).state()
         seconds = time.perf_counter() - t0
         meta.setdefault("times", {})["bandit_s"] = seconds
         models.meta = meta
         models.save(weights)
         return seconds
-    env = AllocationEnv(val, models.reader, TASKS, budgets, cfg.policy.decision_every, cfg.policy.seed)
-    ppo = train_policy(env, cfg.policy, progress)
+    models.policy_state, meta["policy"] = fit_policy(cfg, val, models.reader, scores, progress)
     seconds = time.perf_counter() - t0
-    meta["policy"] = {"net_arch": list(cfg.policy.net_arch), "decision_every": cfg.policy.decision_every}
     meta.setdefault("times", {})["policy_s"] = seconds
     models.meta = meta
-    models.policy_state = ppo.policy.state_dict()
     models.save(weights)
     return seconds
