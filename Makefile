@@ -10,7 +10,7 @@ setup:
 	@bash scripts/setup.sh
 
 test: setup
-	@bash scripts/with_env.sh $(PY) -m pytest -q $(PYTEST_ARGS) tests
+	@EMEM_REQUIRE_ROS=1 bash scripts/with_env.sh $(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 demo: setup
 	@bash scripts/with_env.sh $(EMEM) experiment run --config config/experiments/demo.yaml --out runs/demo

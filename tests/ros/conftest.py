@@ -17,6 +17,11 @@ import pytest
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.pop("ROS_LOCALHOST_ONLY", None)  # deprecated in Jazzy; the range above replaces it
 
+# `make test` builds the interfaces first and sets EMEM_REQUIRE_ROS=1: there a missing build is a
+# failure, not a silent skip of every ROS test.
+if os.environ.get("EMEM_REQUIRE_ROS") == "1":
+    import embodied_memory.srv  # noqa: F401  (raises ImportError if the build is missing)
+
 ROS_SKIP_REASON = (
     "ROS 2 interfaces not importable; build them with `bash scripts/build_ros_interfaces.sh` and run the "
     "tests through `bash scripts/with_env.sh` (make test does both)"
