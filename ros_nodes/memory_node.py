@@ -148,6 +148,15 @@ def _make_config(cls: type, path: str, device: str) -> Any:
         raise ConfigError(f"{path or cls.__name__}: {e}") from None
 
 
+def _recall_score(entry: Any, query: dict[str, Any]) -> float:
+    """Relevance of a recalled entry: 1 at the query position falling to 0 at the radius;
+    1 for every entry of a place queried by id (recall filters, it does not rank)."""
+    if "position" not in query:
+        return 1.0
+    d = float(np.linalg.norm(np.asarray(entry.position, dtype=np.float64)[:3] - query["position"]))
+    return float(np.clip(1.0 - d / query["radius"], 0.0, 1.0))
+
+
 class MemoryNode(Node):
     """The memory server. ``m3`` / ``episodic`` may be injected (already built memories);
     otherwise they are built from the parameters (:func:`build_memories`)."""
@@ -510,7 +519,7 @@ class MemoryNode(Node):
         resp.entries = [
             EpisodicEntryMsg(place_id=int(e.place_id), position=cv.point(e.position), heading=float(e.heading),
                              stamp=cv.ns_to_stamp(max(int(e.stamp_ns), 0)), labels=[str(x) for x in e.labels],
-                             score=float(e.score))
+                             score=_recall_score(e, kw))
             for e in entries
         ]
         resp.success = True
