@@ -118,8 +118,13 @@ def compression(memory: Any) -> dict[str, float]:
 
 def evaluate_scene(scene_name: str, frames: int = 60, seed: int = 0, width: int = 320, height: int = 240,
                    iters: int | None = None, holdout_every: int = 8,
-                   config: M3Config | None = None, progress: bool = True) -> dict[str, Any]:
-    """Map a simulated scene online and report PSNR, feature distance, text-query success, compression."""
+                   config: M3Config | None = None, progress: bool = True,
+                   look_around_deg: float = 30.0) -> dict[str, Any]:
+    """Map a simulated scene online and report PSNR, feature distance, text-query success, compression.
+
+    The exploration tilts the camera up by ``look_around_deg`` and back periodically: a robot
+    building a memory of a room looks up too, or ceiling fixtures are never seen.
+    """
     from sim.simulator import make_sim_source
 
     from spatial_memory.m3.memory import M3Memory
@@ -127,7 +132,8 @@ def evaluate_scene(scene_name: str, frames: int = 60, seed: int = 0, width: int 
     cfg = config or M3Config()
     if iters is not None:
         cfg.mapper.iters_per_keyframe = int(iters)
-    src = make_sim_source(scene=scene_name, seed=seed, frames=frames, width=width, height=height, progress=False)
+    src = make_sim_source(scene=scene_name, seed=seed, frames=frames, width=width, height=height, progress=False,
+                          look_around_deg=look_around_deg)
     mem = M3Memory(cfg)
     held: list[Frame] = []
     kf_seconds = []

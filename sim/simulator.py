@@ -136,12 +136,13 @@ class SimFrameSource:
 
 def make_trajectory(
     scene: Scene, kind: str, frames: int, seed: int = 0, camera_height: float = 1.0, hfov_deg: float = 70.0,
-    grid: OccupancyGrid | None = None,
+    grid: OccupancyGrid | None = None, look_around_deg: float = 0.0,
 ) -> list[np.ndarray]:
     """Poses of a named trajectory kind (``"explore"`` or ``"loop"``) through ``scene``."""
     grid = grid or OccupancyGrid.from_scene(scene, GridConfig(max_height=max(1.1, camera_height + 0.1)))
     if kind == "explore":
-        return exploration_trajectory(scene, frames, seed, grid=grid, camera_height=camera_height, hfov_deg=hfov_deg)
+        return exploration_trajectory(scene, frames, seed, grid=grid, camera_height=camera_height, hfov_deg=hfov_deg,
+                                      look_around_deg=look_around_deg)
     if kind == "loop":
         return loop_trajectory(scene, frames, seed, grid=grid, camera_height=camera_height)
     raise ConfigError(f"trajectory must be one of {TRAJECTORIES}, got {kind!r}")
@@ -159,8 +160,12 @@ def make_sim_source(
     camera_height: float = 1.0,
     rate_hz: float = 10.0,
     progress: bool = True,
+    look_around_deg: float = 0.0,
 ) -> SimFrameSource:
     """A simulated RGB-D stream: ``frames`` views along a seeded trajectory through a scene.
+
+    ``look_around_deg`` adds a slow head-tilt sweep to the exploration (see
+    :func:`sim.trajectories.exploration_trajectory`).
 
     Args:
         scene: a Scene or a name for :func:`sim.scenes.load_scene` (``seed`` picks the apartment).
@@ -171,7 +176,7 @@ def make_sim_source(
         raise ConfigError(f"hfov_deg must be in (0, 180), got {hfov_deg}")
     sc = resolve_scene(scene, seed)
     K = CameraIntrinsics.from_fov(width, height, hfov_deg)
-    poses = make_trajectory(sc, trajectory, frames, seed, camera_height, hfov_deg)
+    poses = make_trajectory(sc, trajectory, frames, seed, camera_height, hfov_deg, look_around_deg=look_around_deg)
     return SimFrameSource(sc, poses, K, resolve_lighting(lighting, seed), rate_hz,
                           name=f"sim:{sc.name}:{trajectory}:seed{seed}", progress=progress)
 

@@ -100,9 +100,10 @@ class _Recorder:
     """Collects poses and the cells they see."""
 
     def __init__(self, grid: OccupancyGrid, n_frames: int, camera_height: float, pitch: float, hfov: float,
-                 view_range: float) -> None:
+                 view_range: float, look_around: float = 0.0, look_period: int = 40) -> None:
         self.grid, self.n = grid, n_frames
         self.h, self.pitch, self.hfov, self.range = camera_height, pitch, hfov, view_range
+        self.look_around, self.look_period = look_around, max(int(look_period), 2)
         self.poses: list[np.ndarray] = []
         self.seen = np.zeros(grid.shape, dtype=bool)
         self.xy, self.yaw = np.zeros(2), 0.0
@@ -113,7 +114,11 @@ class _Recorder:
 
     def emit(self, xy: np.ndarray, yaw: float) -> None:
         self.xy, self.yaw = np.asarray(xy, dtype=np.float64).copy(), float(yaw)
-        self.poses.append(camera_pose(self.xy, self.yaw, self.pitch, self.h, self.grid.floor_z))
+        # Head tilt: a smooth raised-cosine sweep from the base pitch up by look_around and back, so
+        # things above the camera's field of view (ceiling lights, high shelves) get seen too.
+        phase = 2.0 * np.pi * len(self.poses) / self.look_period
+        pitch = self.pitch + self.look_around * 0.5 * (1.0 - np.cos(phase))
+        self.poses.append(camera_pose(self.xy, self.yaw, pitch, self.h, self.grid.floor_z))
         self.seen |= self.grid.visible_cells(self.xy, self.yaw, self.hfov, self.range)
 
     def drive(self, path: np.ndarray, lim: MotionLimits, stop=None) -> int:
@@ -159,8 +164,13 @@ def exploration_trajectory(
     view_range: float = 3.0,
     limits: MotionLimits | None = None,
     start_xy: np.ndarray | None = None,
+    look_around_deg: float = 0.0,
+    look_period_frames: int = 40,
 ) -> list[np.ndarray]:
     """A coverage-driven exploration of ``n_frames`` poses.
+
+    ``look_around_deg`` > 0 adds a slow head-tilt sweep (up by that much and back every
+    ``look_period_frames``) on top of ``pitch_deg``.
 
     The robot repeatedly picks the unseen traversable cell that is cheapest to reach
     (geodesic distance plus a penalty for turning away from its heading, with a small seeded
@@ -175,7 +185,8 @@ def exploration_trajectory(
     grid = _grid_for(scene, grid, camera_height)
     lim = limits or MotionLimits()
     rng = np.random.default_rng(seed)
-    rec = _Recorder(grid, n_frames, camera_height, np.radians(pitch_deg), np.radians(hfov_deg), view_range)
+    rec = _Recorder(grid, n_frames, camera_height, np.radians(pitch_deg), np.radians(hfov_deg), view_range,
+                    np.radians(look_around_deg), look_period_frames)
     xy, yaw = _start_pose(grid, rng, start_xy)
     rec.emit(xy, yaw)
     free = grid.traversable

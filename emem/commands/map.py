@@ -205,6 +205,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--height", type=int, default=240)
     p.add_argument("--iters", type=int, default=None)
+    p.add_argument("--look-around", type=float, default=30.0,
+                   help="head-tilt sweep of the exploration, degrees up from the base pitch (0: level camera)")
 
 
 def _eval_run(args: argparse.Namespace) -> dict:
@@ -215,7 +217,8 @@ def _eval_run(args: argparse.Namespace) -> dict:
     for sc in scenes:
         frames = args.frames if args.frames is not None else EVAL_FRAMES.get(sc, 100)
         out["scenes"][sc] = evaluate_scene(sc, frames=frames, seed=args.seed, width=args.width,
-                                           height=args.height, iters=args.iters)
+                                           height=args.height, iters=args.iters,
+                                           look_around_deg=args.look_around)
     keys = ("psnr_db", "feature_cosine_distance", "text_query_success", "compression_ratio")
     for k in keys:  # headline numbers: mean over scenes
         out[k] = float(np.mean([r[k] for r in out["scenes"].values()]))

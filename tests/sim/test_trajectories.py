@@ -136,3 +136,17 @@ def test_exploration_covers_real_scenes(name):
     for T in views:
         _, d, rot = nearest_mapping_pose(poses, T)
         assert 0.2 <= d <= 1.0 and 10.0 <= rot <= 40.0
+
+
+def test_look_around_sweeps_pitch_smoothly(box_world):
+    from sim.agent import yaw_pitch_from_camera
+
+    level = exploration_trajectory(box_world, 40, seed=0)
+    sweep = exploration_trajectory(box_world, 40, seed=0, look_around_deg=30.0, look_period_frames=40)
+    p_level = np.degrees([yaw_pitch_from_camera(T)[1] for T in level])
+    p_sweep = np.degrees([yaw_pitch_from_camera(T)[1] for T in sweep])
+    assert np.allclose(p_level, -5.0, atol=1e-6)
+    assert p_sweep.min() == pytest.approx(-5.0, abs=0.1) and p_sweep.max() == pytest.approx(25.0, abs=0.5)
+    assert np.abs(np.diff(p_sweep)).max() < 3.0  # slow enough for frame-to-frame tracking
+    # The sweep changes only the tilt: positions are those of the level trajectory.
+    assert np.allclose([T[:3, 3] for T in level], [T[:3, 3] for T in sweep])
