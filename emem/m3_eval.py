@@ -119,10 +119,10 @@ def compression(memory: Any) -> dict[str, float]:
 def evaluate_scene(scene_name: str, frames: int = 60, seed: int = 0, width: int = 320, height: int = 240,
                    iters: int | None = None, holdout_every: int = 8,
                    config: M3Config | None = None, progress: bool = True,
-                   look_around_deg: float = 30.0) -> dict[str, Any]:
+                   look_around_deg: float = 25.0) -> dict[str, Any]:
     """Map a simulated scene online and report PSNR, feature distance, text-query success, compression.
 
-    The exploration tilts the camera up by ``look_around_deg`` and back periodically: a robot
+    The exploration tilts the camera up by ``look_around_deg`` and back every 24 frames: a robot
     building a memory of a room looks up too, or ceiling fixtures are never seen.
     """
     from sim.simulator import make_sim_source

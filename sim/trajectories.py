@@ -165,7 +165,7 @@ def exploration_trajectory(
     limits: MotionLimits | None = None,
     start_xy: np.ndarray | None = None,
     look_around_deg: float = 0.0,
-    look_period_frames: int = 40,
+    look_period_frames: int = 24,
 ) -> list[np.ndarray]:
     """A coverage-driven exploration of ``n_frames`` poses.
 

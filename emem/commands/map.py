@@ -205,7 +205,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--height", type=int, default=240)
     p.add_argument("--iters", type=int, default=None)
-    p.add_argument("--look-around", type=float, default=30.0,
+    p.add_argument("--look-around", type=float, default=25.0,
                    help="head-tilt sweep of the exploration, degrees up from the base pitch (0: level camera)")
 
 
