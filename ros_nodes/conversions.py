@@ -185,16 +185,20 @@ def _quat_array(q: Quaternion) -> np.ndarray:
     return np.array([q.x, q.y, q.z, q.w], dtype=np.float64)
 
 
-def pose_msg_to_matrix(pose: Pose, name: str = "pose") -> np.ndarray:
-    """``geometry_msgs/Pose`` -> ``[4, 4]``. Raises InvalidPoseError on NaN/inf or a zero quaternion."""
-    t = np.array([pose.position.x, pose.position.y, pose.position.z], dtype=np.float64)
-    q = _quat_array(pose.orientation)
+def _tq_to_matrix(t: np.ndarray, q: np.ndarray, name: str) -> np.ndarray:
+    """Translation ``[3]`` + quaternion xyzw ``[4]`` -> ``[4, 4]``; InvalidPoseError names ``name``."""
     if not (np.all(np.isfinite(t)) and np.all(np.isfinite(q))):
         raise InvalidPoseError(f"{name}: contains NaN or inf (t={t.tolist()}, q={q.tolist()})")
     try:
         return pose_from_tq(t, q)
     except InvalidPoseError as e:
         raise InvalidPoseError(f"{name}: {e}") from None
+
+
+def pose_msg_to_matrix(pose: Pose, name: str = "pose") -> np.ndarray:
+    """``geometry_msgs/Pose`` -> ``[4, 4]``. Raises InvalidPoseError on NaN/inf or a zero quaternion."""
+    t = np.array([pose.position.x, pose.position.y, pose.position.z], dtype=np.float64)
+    return _tq_to_matrix(t, _quat_array(pose.orientation), name)
 
 
 def matrix_to_pose_msg(T: np.ndarray) -> Pose:
@@ -209,13 +213,7 @@ def matrix_to_pose_msg(T: np.ndarray) -> Pose:
 def transform_msg_to_matrix(tf: Transform, name: str = "transform") -> np.ndarray:
     """``geometry_msgs/Transform`` -> ``[4, 4]``."""
     t = np.array([tf.translation.x, tf.translation.y, tf.translation.z], dtype=np.float64)
-    q = _quat_array(tf.rotation)
-    if not (np.all(np.isfinite(t)) and np.all(np.isfinite(q))):
-        raise InvalidPoseError(f"{name}: contains NaN or inf (t={t.tolist()}, q={q.tolist()})")
-    try:
-        return pose_from_tq(t, q)
-    except InvalidPoseError as e:
-        raise InvalidPoseError(f"{name}: {e}") from None
+    return _tq_to_matrix(t, _quat_array(tf.rotation), name)
 
 
 def matrix_to_transform_msg(T: np.ndarray) -> Transform:
