@@ -87,6 +87,30 @@ def _fov_limits(width, height, fx, fy, cx, cy):
 
 
 @njit(cache=True)
+def _project_cov2d(Sc, x, y, z, fx, fy, lxp, lxn, lyp, lyn):
+    """EWA projection of a camera-frame covariance ``Sc`` (row-major 3x3) at ``(x, y, z)``.
+
+    The Jacobian uses the view-frustum-clamped point (like 3DGS). Returns the 2D covariance
+    ``[[p, q], [q, r]]`` (with the low-pass ``BLUR_EPS``) and the Jacobian entries
+    ``j00, j02, j11, j12`` that the backward pass differentiates through.
+    """
+    rz = 1.0 / z
+    tx = z * min(lxp, max(-lxn, x * rz))
+    ty = z * min(lyp, max(-lyn, y * rz))
+    j00 = fx * rz
+    j02 = -fx * tx * rz * rz
+    j11 = fy * rz
+    j12 = -fy * ty * rz * rz
+    # Sigma2 = J Sc J^T with J = [[j00, 0, j02], [0, j11, j12]]
+    r0 = (j00 * Sc[0] + j02 * Sc[6], j00 * Sc[1] + j02 * Sc[7], j00 * Sc[2] + j02 * Sc[8])
+    r1 = (j11 * Sc[3] + j12 * Sc[6], j11 * Sc[4] + j12 * Sc[7], j11 * Sc[5] + j12 * Sc[8])
+    p = r0[0] * j00 + r0[2] * j02 + BLUR_EPS
+    q = r0[1] * j11 + r0[2] * j12
+    r = r1[1] * j11 + r1[2] * j12 + BLUR_EPS
+    return p, q, r, j00, j02, j11, j12
+
+
+@njit(cache=True)
 def _world_cov_factor(quats, scales, g):
     """``A = R(q) diag(s)`` so that the 3D covariance is ``A A^T``; also returns R, |q|, q_n."""
     qw, qx, qy, qz = quats[g, 0], quats[g, 1], quats[g, 2], quats[g, 3]
@@ -147,18 +171,7 @@ def project_fwd(
         M = _mm(Rc, A)  # camera-frame factor: Sigma_c = M M^T
         Sc = _mm(M, _t(M))
         rz = 1.0 / z
-        tx = z * min(lxp, max(-lxn, x * rz))
-        ty = z * min(lyp, max(-lyn, y * rz))
-        j00 = fx * rz
-        j02 = -fx * tx * rz * rz
-        j11 = fy * rz
-        j12 = -fy * ty * rz * rz
-        # Sigma2 = J Sc J^T with J = [[j00, 0, j02], [0, j11, j12]]
-        r0 = (j00 * Sc[0] + j02 * Sc[6], j00 * Sc[1] + j02 * Sc[7], j00 * Sc[2] + j02 * Sc[8])
-        r1 = (j11 * Sc[3] + j12 * Sc[6], j11 * Sc[4] + j12 * Sc[7], j11 * Sc[5] + j12 * Sc[8])
-        p = r0[0] * j00 + r0[2] * j02 + BLUR_EPS
-        q = r0[1] * j11 + r0[2] * j12
-        r = r1[1] * j11 + r1[2] * j12 + BLUR_EPS
+        p, q, r, _j00, _j02, _j11, _j12 = _project_cov2d(Sc, x, y, z, fx, fy, lxp, lxn, lyp, lyn)
         det = p * r - q * q
         if not (det > 0.0):
             continue
@@ -227,15 +240,7 @@ def project_bwd(
         clamp_y = uy > lyp or uy < -lyn
         tx = z * min(lxp, max(-lxn, ux))
         ty = z * min(lyp, max(-lyn, uy))
-        j00 = fx * rz
-        j02 = -fx * tx * rz * rz
-        j11 = fy * rz
-        j12 = -fy * ty * rz * rz
-        r0 = (j00 * Sc[0] + j02 * Sc[6], j00 * Sc[1] + j02 * Sc[7], j00 * Sc[2] + j02 * Sc[8])
-        r1 = (j11 * Sc[3] + j12 * Sc[6], j11 * Sc[4] + j12 * Sc[7], j11 * Sc[5] + j12 * Sc[8])
-        p = r0[0] * j00 + r0[2] * j02 + BLUR_EPS
-        q = r0[1] * j11 + r0[2] * j12
-        r = r1[1] * j11 + r1[2] * j12 + BLUR_EPS
+        p, q, r, j00, j02, j11, j12 = _project_cov2d(Sc, x, y, z, fx, fy, lxp, lxn, lyp, lyn)
         det = p * r - q * q
         ca, cb, cc = r / det, -q / det, p / det
         # conic Q = inv(Sigma'): dL/dSigma' = -Q G Q with G the symmetric gradient of Q
