@@ -201,19 +201,18 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda: also times batched landmark training on CUDA vs CPU")
     p.add_argument("--map-frames", type=int, default=40)
     p.add_argument("--queries", type=int, default=8)
+    p.add_argument("--scaled-landmarks", type=int, default=20000, help="with --device cuda: also time a map tiled to this many landmarks")
 
 
 def run_bench(args: argparse.Namespace) -> dict:
     """Map build, landmark training throughput and query latency on the real ICL-NUIM frames (640x480)."""
-    import dataclasses
-
     import torch
 
     from relocalization.baseline import KeyframeBaseline
     from relocalization.favor import FavorConfig, FavorMap, FavorRelocalizer
     from relocalization.icl import load_icl_frames
     from relocalization.mapping import build_landmarks, extract_sequence
-    from relocalization.voxels import make_training_data, train_fields
+    from relocalization.voxels import make_training_data
 
     root = _icl_root()
     mapping = load_icl_frames(root, list(range(0, 3 * args.map_frames, 3)))
@@ -255,14 +254,54 @@ def run_bench(args: argparse.Namespace) -> dict:
             feats = extract_sequence(mapping, reloc.extractor, True, progress=False)
             lms = build_landmarks(feats, mapping[0].intrinsics, reloc.extractor, cfg.map, progress=False)
             data = make_training_data(lms, np.stack([f.T_world_camera for f in feats]), mapping[0].intrinsics.K, cfg.voxel)
-            _, cpu = train_fields(data, lms.descriptors, cfg.voxel, progress=False)
-            vc = dataclasses.replace(cfg.voxel, device=args.device)
-            train_fields(data, lms.descriptors, vc, progress=False)  # warm-up (CUDA context, kernels)
-            _, gpu = train_fields(data, lms.descriptors, vc, progress=False)
-            out["cuda"] = {"landmarks": cpu["landmarks"], "cpu_landmarks_per_s": cpu["landmarks_per_s"],
-                           "cuda_landmarks_per_s": gpu["landmarks_per_s"],
-                           "speedup": gpu["landmarks_per_s"] / cpu["landmarks_per_s"],
-                           "gpu": torch.cuda.get_device_name(0)}
+            out["cuda"] = {"gpu": torch.cuda.get_device_name(0), **_training_cpu_vs_cuda(data, lms.descriptors, cfg.voxel, args.device)}
+            # the real map is small; tiling its landmarks shows throughput at a building-scale map
+            k = max(1, -(-args.scaled_landmarks // len(data.centers)))
+            big = _tile_training_data(data, k)
+            out["cuda_scaled"] = _training_cpu_vs_cuda(big, np.tile(lms.descriptors, (k, 1)), cfg.voxel, args.device)
+    return out
+
+
+def _tile_training_data(data, k: int):
+    """``k`` copies of every landmark and its observations (same rays; for throughput timing only)."""
+    from relocalization.voxels import TrainingData
+
+    O = len(data.obs_origin)
+    return TrainingData(
+        centers=np.tile(data.centers, (k, 1)), half_side=np.tile(data.half_side, k),
+        obs_start=np.concatenate([data.obs_start + i * O for i in range(k)]), obs_count=np.tile(data.obs_count, k),
+        obs_origin=np.tile(data.obs_origin, (k, 1)), obs_dirmat=np.tile(data.obs_dirmat, (k, 1, 1)),
+        obs_xy=np.tile(data.obs_xy, (k, 1)), patches=np.tile(data.patches, (k, 1, 1)), patch_size=data.patch_size,
+    )  # fmt: skip
+
+
+def _training_cpu_vs_cuda(data, init_desc: np.ndarray, vcfg, device: str) -> dict:
+    """Batched landmark training on the CPU and on ``device`` (default chunks, and one chunk of all
+    landmarks on the GPU), with the mean fit cosine of each so the speed-up is at equal quality."""
+    import dataclasses
+
+    import torch
+
+    from relocalization.voxels import train_fields
+
+    L = len(data.centers)
+    cpu_fields, cpu = train_fields(data, init_desc, vcfg, progress=False)
+    vc = dataclasses.replace(vcfg, device=device)
+    train_fields(data, init_desc, vc, progress=False)  # warm-up (CUDA context, kernels)
+    gpu_fields, gpu = train_fields(data, init_desc, vc, progress=False)
+    one = dataclasses.replace(vc, chunk_landmarks=max(L, 1))
+    one_fields, one_chunk = train_fields(data, init_desc, one, progress=False)
+    return {
+        "landmarks": L, "cpu_landmarks_per_s": cpu["landmarks_per_s"], "cuda_landmarks_per_s": gpu["landmarks_per_s"],
+        "speedup": gpu["landmarks_per_s"] / cpu["landmarks_per_s"], "chunk_landmarks": vcfg.chunk_landmarks,
+        "cuda_one_chunk_landmarks_per_s": one_chunk["landmarks_per_s"],
+        "cuda_one_chunk_speedup": one_chunk["landmarks_per_s"] / cpu["landmarks_per_s"],
+        "fit_cos_mean_cpu": float(np.mean(cpu_fields.fit_cos)), "fit_cos_mean_cuda": float(np.mean(gpu_fields.fit_cos)),
+        "fit_cos_mean_cuda_one_chunk": float(np.mean(one_fields.fit_cos)), "cuda_max_memory_mb": (
+            torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0),
+    }  # fmt: skip
+
+
     return out
 
 

@@ -67,7 +67,11 @@ def test_gsplat_matches_cpu_kernel():
     scene = make_random_scene(500, 64, 48, n_features=8, seed=3, opacity_range=(0.1, 0.95))
     a, ga = _run(scene, "cpu", "cpu")
     b, gb = _run(scene, "cuda", "gsplat")
-    assert b.meta["backend"] == "gsplat" and a.meta["n_visible"] == b.meta["n_visible"]
+    assert b.meta["backend"] == "gsplat"
+    # gsplat keeps a Gaussian while its ceil()-ed radius box overlaps the image; the CPU kernel also
+    # culls boxes that hold no pixel centre (they cannot touch a pixel), so its set is a subset.
+    va, vb = a.meta["visible"], b.meta["visible"].cpu()
+    assert not (va & ~vb).any() and va.sum() >= 0.9 * vb.sum()
     for name in ("rgb", "depth", "alpha", "features"):
         d = (getattr(a, name).detach() - getattr(b, name).detach().cpu()).abs()
         # rare pixels may differ by one 1/255-threshold decision in float32; the bulk must agree
