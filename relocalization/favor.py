@@ -32,7 +32,7 @@ from spatial_memory.geometry import invert_pose
 from spatial_memory.persistence import load_map_dir, require_tensor, save_map_dir
 from spatial_memory.types import CameraIntrinsics, Frame
 
-from .features import Keypoints, LocalFeatures, make_features, mutual_nn
+from .features import Keypoints, LocalFeatures, make_features, match_in_windows, mutual_nn
 from .mapping import KeyframeSet, MapConfig, build_keyframes, build_landmarks, check_mapping_frames, extract_sequence
 from .pnp import LocalizationResult, confidence, far_from_map, solve_pnp, validate_query
 from .retrieval import VladIndex
@@ -53,7 +53,7 @@ class LocateConfig:
     early_stop_inliers: int = 100  # stop trying further priors once a pose has this many inliers
     match_min_cos: float = 0.75
     match_ratio: float = 0.95
-    window_px: tuple[float, ...] = (0.0, 40.0, 20.0)  # per round; 0 = whole image
+    window_px: tuple[float, ...] = (0.0, 12.0, 8.0)  # per round; 0 = whole image
     view_margin_frac: float = 0.3  # landmarks projecting this far outside the prior view still count
     occlusion_rel_tol: float = 0.1
     occlusion_abs_tol: float = 0.05
@@ -61,6 +61,15 @@ class LocateConfig:
     final_pnp_px: float = 3.0  # RANSAC threshold of the last round (the pose is close by then)
     min_inliers: int = 12
     max_landmarks: int = 5000  # visible landmarks rendered per round, the best-observed first
+    # Geometric refinement after the descriptor rounds: every landmark visible from the current
+    # pose is associated with the *nearest* candidate detection within a shrinking window
+    # (descriptor cosine >= match_min_cos), against a denser candidate set (weaker detections
+    # too), then PnP again. Empty = off.
+    refine_windows_px: tuple[float, ...] = (4.0, 1.5)
+    refine_max_px: float = 2.0  # PnP-RANSAC threshold cap of the refinement rounds
+    rerender_distance_m: float = 0.1  # re-render descriptors once the pose estimate moved this far
+    candidate_top_k: int = 8192
+    candidate_threshold: float = 0.01
     max_keyframe_distance_m: float = 2.0  # a pose farther from every keyframe is rejected
 
     def validate(self) -> "LocateConfig":
@@ -68,6 +77,8 @@ class LocateConfig:
             raise ConfigError(f"iterations must be >= 1, got {self.iterations}")
         if self.min_inliers < 4:
             raise ConfigError(f"min_inliers must be >= 4 (P3P needs 4 with a check), got {self.min_inliers}")
+        if any(w <= 0 for w in self.refine_windows_px) or self.refine_max_px <= 0:
+            raise ConfigError(f"refine windows / refine_max_px must be > 0, got {self.refine_windows_px} / {self.refine_max_px}")
         return self
 
 
@@ -89,8 +100,9 @@ class FavorConfig:
             if "keyframe_depth_wh" in m:
                 m["keyframe_depth_wh"] = tuple(m["keyframe_depth_wh"])
             loc = dict(d.get("locate", {}))
-            if "window_px" in loc:
-                loc["window_px"] = tuple(loc["window_px"])
+            for key in ("window_px", "refine_windows_px"):
+                if key in loc:
+                    loc[key] = tuple(loc[key])
             return cls(MapConfig(**m), VoxelConfig(**d.get("voxel", {})), LocateConfig(**loc))
         except TypeError as e:
             raise ConfigError(f"invalid FaVoR config: {e}") from None
@@ -252,13 +264,6 @@ def visible_landmarks(
     return idx, uv[idx]
 
 
-def window_mask(uv: np.ndarray, xy: np.ndarray, radius: float) -> np.ndarray:
-    """``[V, K] bool``: keypoint ``xy [K, 2]`` within ``radius`` px of projection ``uv [V, 2]``."""
-    a, b = uv.astype(np.float32), xy.astype(np.float32)
-    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
-    return d2 <= radius * radius
-
-
 def nearest_keyframe(poses: np.ndarray, T: np.ndarray, metres_per_rad: float = 1.0) -> int:
     """Keyframe closest to ``T`` by ``|dt| + metres_per_rad * angle``."""
     dt = np.linalg.norm(poses[:, :3, 3] - T[:3, 3], axis=1)
@@ -293,6 +298,35 @@ def occluded(
     return out
 
 
+class RenderCache:
+    """Rendered landmark descriptors, reused while the camera centre stays within ``rerender_m``
+    of where they were rendered (the fields are view-dependent: a retrieval prior can be a metre
+    from the query, the refined pose is not)."""
+
+    def __init__(self, fields: VoxelFields, rerender_m: float) -> None:
+        self.fields, self.rerender_m = fields, rerender_m
+        self.origin: np.ndarray | None = None
+        self.row = np.full(len(fields), -1, np.int64)
+        self.parts: list[np.ndarray] = []
+        self.size = 0
+
+    def get(self, idx: np.ndarray, origin: np.ndarray) -> np.ndarray:
+        """``[len(idx), C]`` descriptors of landmarks ``idx`` seen from ``origin [3]``."""
+        if self.origin is None or np.linalg.norm(origin - self.origin) > self.rerender_m:
+            self.origin, self.parts, self.size = np.array(origin, np.float64), [], 0
+            self.row[:] = -1
+        todo = idx[self.row[idx] < 0]
+        if len(todo):
+            self.row[todo] = np.arange(self.size, self.size + len(todo))
+            self.parts.append(self.fields.render(self.origin, todo))
+            self.size += len(todo)
+        if len(self.parts) > 1:
+            self.parts = [np.concatenate(self.parts)]
+        if not self.parts:
+            return np.zeros((0, self.fields.descriptors.shape[-1]), np.float32)
+        return self.parts[0][self.row[idx]]
+
+
 class FavorRelocalizer:
     """Localise query images against a :class:`FavorMap`."""
 
@@ -323,9 +357,13 @@ class FavorRelocalizer:
             raise EmptyMapError("the FaVoR map has no landmarks")
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        kp = self.extractor.detect(rgb)
-        timings["features"] = time.perf_counter() - t0
         cfg = self.config
+        cand = None
+        if cfg.refine_windows_px and hasattr(self.extractor, "detect_with_candidates"):
+            kp, cand = self.extractor.detect_with_candidates(rgb, cfg.candidate_top_k, cfg.candidate_threshold)
+        else:
+            kp = self.extractor.detect(rgb)
+        timings["features"] = time.perf_counter() - t0
         if len(kp) < cfg.min_inliers:
             return LocalizationResult(False, None, 0, 0.0, f"only {len(kp)} keypoints in the query image", 0, timings)
         t1 = time.perf_counter()
@@ -340,7 +378,7 @@ class FavorRelocalizer:
         # search early to bound query time.
         best: LocalizationResult | None = None
         for P in priors:
-            res = self._refine(kp, P, intrinsics, timings)
+            res = self._refine(kp, cand, P, intrinsics, timings)
             if best is None or (res.success, res.inliers) > (best.success, best.inliers):
                 best = res
             if res.success and res.inliers >= cfg.early_stop_inliers:
@@ -353,46 +391,49 @@ class FavorRelocalizer:
     def locate_frame(self, frame: Frame, prior: np.ndarray | None = None) -> LocalizationResult:
         return self.locate(frame.rgb, frame.intrinsics, prior, frame.depth)
 
-    def _refine(self, kp: Keypoints, T: np.ndarray, intr: CameraIntrinsics, timings: dict) -> LocalizationResult:
+    def _visible(self, T: np.ndarray, intr: CameraIntrinsics, margin_frac: float) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks to render from ``T``: in view (with a margin), not occluded in the nearest
+        keyframe's depth, at most ``max_landmarks`` (the best-observed). Indices ``[V]``, pixels ``[V, 2]``."""
+        cfg, f, kfs = self.config, self.map.fields, self.map.keyframes
+        vis, uv = visible_landmarks(f.centers, T, intr, margin_frac)
+        if len(vis) and kfs.depth_small.any():
+            k = nearest_keyframe(kfs.poses, T)
+            occ = occluded(f.centers[vis], kfs.poses[k], kfs.depth_small[k], kfs.small_intrinsics(),
+                           cfg.occlusion_rel_tol, cfg.occlusion_abs_tol)
+            vis, uv = vis[~occ], uv[~occ]
+        if len(vis) > cfg.max_landmarks:
+            top = np.argsort(-self.map.n_obs[vis], kind="stable")[: cfg.max_landmarks]
+            vis, uv = vis[top], uv[top]
+        return vis, uv
+
+    def _refine(
+        self, kp: Keypoints, cand: Keypoints | None, T: np.ndarray, intr: CameraIntrinsics, timings: dict
+    ) -> LocalizationResult:
         cfg, f = self.config, self.map.fields
-        kfs = self.map.keyframes
         inliers, n_match, it = 0, 0, 0
-        # Descriptors rendered from the prior's centre are reused in later rounds: the refined
-        # pose moves the viewing direction by well under a degree, the fields change little.
-        rendered = np.full(len(f), -1, np.int64)
-        cache = np.zeros((0, f.descriptors.shape[-1]), np.float32)
+        cache = RenderCache(f, cfg.rerender_distance_m)
+
         for it in range(1, cfg.iterations + 1):
             t = time.perf_counter()
-            vis, uv = visible_landmarks(f.centers, T, intr, cfg.view_margin_frac)
-            if len(vis) and kfs.depth_small.any():
-                k = nearest_keyframe(kfs.poses, T)
-                occ = occluded(f.centers[vis], kfs.poses[k], kfs.depth_small[k], kfs.small_intrinsics(),
-                               cfg.occlusion_rel_tol, cfg.occlusion_abs_tol)
-                vis, uv = vis[~occ], uv[~occ]
-            if len(vis) > cfg.max_landmarks:  # the best-observed ones
-                top = np.argsort(-self.map.n_obs[vis], kind="stable")[: cfg.max_landmarks]
-                vis, uv = vis[top], uv[top]
+            vis, uv = self._visible(T, intr, cfg.view_margin_frac)
             if len(vis) < cfg.min_inliers:
                 return LocalizationResult(False, None, 0, 0.0, f"only {len(vis)} landmarks visible from the prior", it)
-            todo = vis[rendered[vis] < 0]
-            if len(todo):
-                rendered[todo] = np.arange(len(cache), len(cache) + len(todo))
-                cache = np.concatenate([cache, f.render(T[:3, 3], todo)])
-            desc = cache[rendered[vis]]
+            desc = cache.get(vis, T[:3, 3])
             timings["render"] = timings.get("render", 0.0) + time.perf_counter() - t
             t = time.perf_counter()
             win = cfg.window_px[min(it - 1, len(cfg.window_px) - 1)]
-            mask = None
             if win > 0:
-                mask = window_mask(uv, kp.xy, win)
-            ia, ib, _ = mutual_nn(desc, kp.descriptors, cfg.match_min_cos, cfg.match_ratio, mask)
+                ia, ib, _ = match_in_windows(uv, desc, kp.xy, kp.descriptors, win, cfg.match_min_cos, cfg.match_ratio)
+            else:
+                ia, ib, _ = mutual_nn(desc, kp.descriptors, cfg.match_min_cos, cfg.match_ratio)
             n_match = len(ia)
             timings["match"] = timings.get("match", 0.0) + time.perf_counter() - t
             if n_match < cfg.min_inliers:
                 return LocalizationResult(False, None, 0, 0.0, f"{n_match} matches < {cfg.min_inliers} (round {it})", it)
             t = time.perf_counter()
             px = cfg.final_pnp_px if it == cfg.iterations else cfg.pnp_px
-            T_new, inl = solve_pnp(kp.xy[ib], f.centers[vis[ia]], intr, px)
+            # windowed rounds start near the pose: mostly inliers, RANSAC's adaptive stop is early
+            T_new, inl = solve_pnp(kp.xy[ib], f.centers[vis[ia]], intr, px, min_iterations=100 if win <= 0 else 20)
             timings["pnp"] = timings.get("pnp", 0.0) + time.perf_counter() - t
             inliers = int(inl.sum())
             if T_new is None or inliers < cfg.min_inliers:
@@ -400,11 +441,46 @@ class FavorRelocalizer:
                     False, None, inliers, 0.0, f"{inliers} PnP inliers < {cfg.min_inliers} (round {it})", it
                 )
             T = T_new
+        rounds = f"{it} rounds"
+        if cand is not None and len(cand):
+            T, inliers, n_match, done = self._refine_geometric(cand, T, intr, cache, timings, inliers, n_match)
+            rounds += f" + {done} refinement rounds"
+        kfs = self.map.keyframes
         far = far_from_map(T, kfs.poses, cfg.max_keyframe_distance_m)
         if far is not None:
             return LocalizationResult(False, None, inliers, 0.0, f"pose is {far:.1f} m from every keyframe", it)
         conf = confidence(inliers, n_match, cfg.min_inliers)
-        return LocalizationResult(True, T, inliers, conf, f"{inliers}/{n_match} inliers after {it} rounds", it)
+        return LocalizationResult(True, T, inliers, conf, f"{inliers}/{n_match} inliers after {rounds}", it)
+
+    def _refine_geometric(self, cand: Keypoints, T: np.ndarray, intr: CameraIntrinsics, cache: "RenderCache",
+                          timings: dict, inliers: int, n_match: int) -> tuple[np.ndarray, int, int, int]:
+        """Shrinking-window rounds against the candidate detections (see ``LocateConfig``).
+
+        Once the pose is good to a pixel or two, the nearest detection with a compatible rendered
+        descriptor is the landmark's image more often than the most similar one within a wide
+        window, and weak detections near predicted landmarks add correspondences; both cut the
+        error of the final pose. A round that finds too little support keeps the previous pose.
+        """
+        cfg, f = self.config, self.map.fields
+        done = 0
+        for w in cfg.refine_windows_px:
+            t = time.perf_counter()
+            vis, uv = self._visible(T, intr, 0.0)
+            desc = cache.get(vis, T[:3, 3])
+            timings["render"] = timings.get("render", 0.0) + time.perf_counter() - t
+            t = time.perf_counter()
+            ia, ib, _ = match_in_windows(uv, desc, cand.xy, cand.descriptors, w, cfg.match_min_cos, by="distance")
+            timings["match"] = timings.get("match", 0.0) + time.perf_counter() - t
+            if len(ia) < cfg.min_inliers:
+                break
+            t = time.perf_counter()
+            # associations near a good pose are mostly right: RANSAC's adaptive stop needs few samples
+            T_new, inl = solve_pnp(cand.xy[ib], f.centers[vis[ia]], intr, min(w, cfg.refine_max_px), min_iterations=20)
+            timings["pnp"] = timings.get("pnp", 0.0) + time.perf_counter() - t
+            if T_new is None or int(inl.sum()) < max(cfg.min_inliers, inliers // 2):
+                break
+            T, inliers, n_match, done = T_new, int(inl.sum()), len(ia), done + 1
+        return T, inliers, n_match, done
 
 
 def load_favor(path: str | Path) -> FavorRelocalizer:

@@ -112,7 +112,16 @@ def _sample_map(dense: DenseDescriptors, xy: torch.Tensor) -> torch.Tensor:
     pos = xy / torch.tensor([sx, sy], dtype=xy.dtype)
     grid = 2.0 * pos / torch.tensor([W - 1, H - 1], dtype=xy.dtype) - 1.0
     out = F.grid_sample(dense.map[None], grid.view(1, 1, -1, 2).float(), mode="bicubic", align_corners=False)
-    return F.normalize(out[0, :, 0, :].t(), dim=-1)
+    return F.normalize(out[0, :, 0, :], dim=0).t()  # normalise before transposing: contiguous reduction
+
+
+def nms_peaks(heat: np.ndarray, threshold: float, kernel: int = 5) -> np.ndarray:
+    """Integer ``(x, y)`` of the local maxima of ``heat: [H, W]`` above ``threshold`` -> ``[N, 2] int64``,
+    row-major order: XFeat's max-pool NMS, as one grey-scale dilation (several times faster on CPU)."""
+    heat = np.ascontiguousarray(heat, dtype=np.float32)
+    dil = cv2.dilate(heat, np.ones((kernel, kernel), np.uint8))  # border = -inf for dilation, like max-pool padding
+    ys, xs = np.nonzero((heat == dil) & (heat > threshold))
+    return np.stack([xs, ys], 1).astype(np.int64)
 
 
 def subpixel(heat: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
@@ -167,7 +176,7 @@ class XFeatFeatures(LocalFeatures):
                     state = torch.load(str(p), map_location=device, weights_only=True)
                 model = XFeat(weights=state, top_k=4096)
                 model.dev = torch.device(device)
-                model.net = model.net.to(device).eval()
+                model.net = model.net.to(device).eval().to(memory_format=torch.channels_last)
                 cls._cache[device] = model
             return cls._cache[device]
 
@@ -179,33 +188,59 @@ class XFeatFeatures(LocalFeatures):
         if (net_h, net_w) != (H, W):
             x = F.interpolate(x, (net_h, net_w), mode="bilinear", align_corners=False)
         with torch.inference_mode():
-            M, K, Hm = self.model.net(x)
+            # channels-last convolutions are ~1.4x faster on CPU (oneDNN); same numbers up to rounding
+            M, K, Hm = self.model.net(x.contiguous(memory_format=torch.channels_last))
         dense = DenseDescriptors(
-            map=M[0].float().cpu(), stride=8, scale_xy=(W / net_w, H / net_h), net_size=(net_h, net_w)
+            map=M[0].float().cpu().contiguous(), stride=8, scale_xy=(W / net_w, H / net_h), net_size=(net_h, net_w)
         )
         return dense, K, Hm
 
-    def detect_and_dense(self, rgb: np.ndarray) -> tuple[Keypoints, DenseDescriptors]:
+    def _keypoint_sets(self, rgb: np.ndarray, levels: tuple[tuple[int, float], ...]) -> tuple[list[Keypoints], DenseDescriptors]:
+        """Keypoints at several ``(top_k, threshold)`` levels from one network pass.
+
+        Every level is the XFeat selection (5x5 non-maximum suppression, heat > threshold,
+        the top_k by heat x reliability), so a level with a lower threshold and a larger top_k
+        contains every keypoint of a stricter one; sub-pixel positions and descriptors are
+        computed once for the union.
+        """
         dense, K, Hm = self._forward(rgb)
         m = self.model
         with torch.inference_mode():
-            heat = m.get_kpts_heatmap(K)
-            pts = m.NMS(heat, threshold=self.detection_threshold, kernel_size=5)  # [1, N, 2] net pixels
-            if pts.shape[1] == 0:
-                return Keypoints.empty(self.dim), dense
+            heat = m.get_kpts_heatmap(K)  # [1, 1, net_h, net_w]
+            heat_np = heat[0, 0].float().cpu().numpy()
+            pts_np = nms_peaks(heat_np, min(t for _, t in levels))
+            if len(pts_np) == 0:
+                return [Keypoints.empty(self.dim) for _ in levels], dense
             net_h, net_w = dense.net_size
-            near = m.interpolator.__class__("nearest")
+            pts = torch.from_numpy(pts_np)[None]
             bil = m.interpolator.__class__("bilinear")
-            scores = (near(heat, pts, net_h, net_w) * bil(Hm, pts, net_h, net_w)).reshape(-1)
-            scores[torch.all(pts[0] == 0, dim=-1)] = -1
-            order = torch.argsort(-scores)[: self.top_k]
-            order = order[scores[order] > 0]
-            xy = subpixel(heat[0, 0], pts[0, order].float()) * torch.tensor(dense.scale_xy)
+            peak = torch.from_numpy(heat_np[pts_np[:, 1], pts_np[:, 0]])
+            scores = peak * bil(Hm, pts, net_h, net_w).reshape(-1)
+            picks = []
+            for top_k, thr in levels:
+                order = torch.argsort(-torch.where(peak > thr, scores, torch.full_like(scores, -1.0)))[:top_k]
+                picks.append(order[(scores[order] > 0) & (peak[order] > thr)])
+            union = torch.unique(torch.cat(picks))
+            xy = subpixel(heat[0, 0], pts[0, union].float()) * torch.tensor(dense.scale_xy)
             desc = _sample_map(dense, xy)
-        return (
-            Keypoints(xy.numpy().astype(np.float32), scores[order].numpy().astype(np.float32), desc.numpy()),
-            dense,
-        )
+            row = torch.full((len(pts_np),), -1, dtype=torch.long)
+            row[union] = torch.arange(len(union))
+            xy_np, desc_np = xy.numpy().astype(np.float32), desc.numpy()
+        out = []
+        for order in picks:
+            r = row[order].numpy()
+            out.append(Keypoints(xy_np[r], scores[order].numpy().astype(np.float32), desc_np[r]))
+        return out, dense
+
+    def detect_and_dense(self, rgb: np.ndarray) -> tuple[Keypoints, DenseDescriptors]:
+        (kp,), dense = self._keypoint_sets(rgb, ((self.top_k, self.detection_threshold),))
+        return kp, dense
+
+    def detect_with_candidates(self, rgb: np.ndarray, top_k: int, threshold: float) -> tuple[Keypoints, Keypoints]:
+        """The usual keypoints plus a denser candidate set (``top_k`` at a lower ``threshold``) from
+        the same pass: guided matching can afford weak detections near predicted positions."""
+        (kp, cand), _ = self._keypoint_sets(rgb, ((self.top_k, self.detection_threshold), (int(top_k), float(threshold))))
+        return kp, cand
 
     def detect(self, rgb: np.ndarray) -> Keypoints:
         return self.detect_and_dense(rgb)[0]
@@ -285,6 +320,38 @@ def make_features(name: str, **kwargs) -> LocalFeatures:
     return cls(**kwargs)
 
 
+def _mutual_best(sim: np.ndarray, min_cos: float, ratio: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mutual best pairs of a cosine matrix ``sim [N, M]`` (+ Lowe ratio test on distances).
+
+    Row i's best column j is mutual iff ``sim[i, j]`` equals column j's maximum, so the column
+    arg-max (a strided pass, several times slower than row passes on CPU) is never computed.
+    ``sim`` is modified in place and restored.
+    """
+    ia = np.arange(len(sim))
+    ab = sim.argmax(1)
+    best = sim[ia, ab].copy()
+    col_max = torch.from_numpy(sim).amax(0).numpy()
+    keep = (best >= min_cos) & (best >= col_max[ab])
+    if ratio < 1.0 and sim.shape[1] >= 2:
+        sim[ia, ab] = -np.inf
+        second = sim.max(1)
+        sim[ia, ab] = best
+        d1 = np.sqrt(np.maximum(2 - 2 * best, 0))
+        d2 = np.sqrt(np.maximum(2 - 2 * second, 0))
+        keep &= d1 < ratio * d2
+    i, j = ia[keep], ab[keep]
+    _, first = np.unique(j, return_index=True)  # exact ties: one row per column
+    first.sort()  # back to row order
+    i, j = i[first], j[first]
+    return i, j, sim[i, j].astype(np.float32)
+
+
+def _cosines(desc_a: np.ndarray, desc_b: np.ndarray) -> np.ndarray:
+    """``[N, M]`` float32 cosine matrix of L2-normalised rows (BLAS through torch)."""
+    return (torch.from_numpy(np.ascontiguousarray(desc_a, np.float32))
+            @ torch.from_numpy(np.ascontiguousarray(desc_b, np.float32)).t()).numpy()  # fmt: skip
+
+
 def mutual_nn(
     desc_a: np.ndarray, desc_b: np.ndarray, min_cos: float = 0.8, ratio: float = 1.0, mask: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -294,7 +361,8 @@ def mutual_nn(
         desc_a: ``[N, C]`` and desc_b: ``[M, C]`` L2-normalised descriptors.
         min_cos: minimum cosine of an accepted pair.
         ratio: Lowe-style test on distances ``sqrt(2 - 2 cos)``: best < ratio * second best (1 = off).
-        mask: optional ``[N, M] bool``; pairs where it is False are never matched (search windows).
+        mask: optional ``[N, M] bool``; pairs where it is False are never matched (search windows;
+            for small windows :func:`match_in_windows` is much faster).
 
     Returns:
         ``(idx_a [P], idx_b [P], cos [P])``.
@@ -302,21 +370,76 @@ def mutual_nn(
     if len(desc_a) == 0 or len(desc_b) == 0:
         e = np.zeros(0, np.int64)
         return e, e, np.zeros(0, np.float32)
-    sim = torch.from_numpy(np.ascontiguousarray(desc_a, np.float32)) @ torch.from_numpy(
-        np.ascontiguousarray(desc_b, np.float32)
-    ).t()
+    sim = _cosines(desc_a, desc_b)
     if mask is not None:
-        sim.masked_fill_(~torch.from_numpy(mask), -2.0)
-    k = min(2, sim.shape[1])
-    top, arg = torch.topk(sim, k, dim=1)
-    ab = arg[:, 0].numpy()
-    ba = sim.t().contiguous().argmax(1).numpy()  # a contiguous copy: column-wise argmax is much slower
-    ia = np.arange(len(desc_a))
-    best = top[:, 0].numpy()
-    keep = (ba[ab] == ia) & (best >= min_cos)
-    if ratio < 1.0 and k == 2:
-        second = top[:, 1].numpy()
-        d1 = np.sqrt(np.maximum(2 - 2 * best, 0))
-        d2 = np.sqrt(np.maximum(2 - 2 * second, 0))
-        keep &= d1 < ratio * d2
-    return ia[keep], ab[keep], best[keep].astype(np.float32)
+        sim[~mask] = -np.inf
+    return _mutual_best(sim, min_cos, ratio)
+
+
+def _best_per_group(group: np.ndarray, key: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """For pairs ``[P]`` with ``group`` ids and ``key`` (higher is better): index of the best pair of
+    every group ``[n]`` (-1 if none) and the group's second-best key ``[n]`` (-inf if none)."""
+    order = np.lexsort((-key, group))
+    g = group[order]
+    first = np.ones(len(g), bool)
+    first[1:] = g[1:] != g[:-1]
+    best = np.full(n, -1, np.int64)
+    best[g[first]] = order[first]
+    second = np.full(n, -np.inf)
+    has2 = np.zeros(len(g), bool)
+    has2[1:] = first[:-1] & ~first[1:]  # the element right after a group's first one, same group
+    second[g[has2]] = key[order[has2]]
+    return best, second
+
+
+def match_in_windows(
+    uv: np.ndarray, desc_a: np.ndarray, xy: np.ndarray, desc_b: np.ndarray, radius: float, min_cos: float,
+    ratio: float = 1.0, by: str = "descriptor",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mutual matching of predicted points to keypoints within ``radius`` px of each prediction.
+
+    Only the pairs inside the windows are scored (a k-d tree finds them), so the cost grows with
+    the number of nearby pairs, not with ``N x M``.
+
+    Args:
+        uv: ``[N, 2]`` predicted pixels of the ``desc_a [N, C]`` descriptors.
+        xy: ``[M, 2]`` keypoints with ``desc_b [M, C]``.
+        by: ``"descriptor"``: each side's most similar partner (ratio test on distances as in
+            :func:`mutual_nn`); ``"distance"``: each side's nearest partner among pairs with
+            cosine >= ``min_cos`` (once a pose is accurate to a pixel or two, the nearest detection
+            is the right one more often than the most similar one: neighbouring keypoints share
+            much of their smooth descriptor).
+
+    Returns:
+        ``(idx_a [P], idx_b [P], cos [P])``.
+    """
+    from scipy.spatial import cKDTree
+
+    e = np.zeros(0, np.int64)
+    if len(uv) == 0 or len(xy) == 0:
+        return e, e, np.zeros(0, np.float32)
+    pairs = cKDTree(uv).sparse_distance_matrix(cKDTree(xy), radius, output_type="ndarray")
+    i, j, dist = pairs["i"].astype(np.int64), pairs["j"].astype(np.int64), pairs["v"]
+    cos = np.einsum("pc,pc->p", desc_a[i], desc_b[j])
+    ok = cos >= min_cos
+    if by == "distance":
+        i, j, cos, key = i[ok], j[ok], cos[ok], -dist[ok]
+    elif by == "descriptor":
+        key = cos
+    else:
+        raise ConfigError(f"match_in_windows: by must be 'descriptor' or 'distance', got {by!r}")
+    if len(i) == 0:
+        return e, e, np.zeros(0, np.float32)
+    best_a, second_a = _best_per_group(i, key, len(uv))
+    best_b, _ = _best_per_group(j, key, len(xy))
+    a = np.flatnonzero(best_a >= 0)
+    p = best_a[a]
+    keep = best_b[j[p]] == p
+    if by == "descriptor":
+        keep &= cos[p] >= min_cos
+        if ratio < 1.0:
+            d1 = np.sqrt(np.maximum(2 - 2 * cos[p], 0))
+            d2 = np.sqrt(np.maximum(2 - 2 * second_a[a], 0))
+            keep &= d1 < ratio * d2
+    p = p[keep]
+    return i[p], j[p], cos[p].astype(np.float32)

@@ -78,15 +78,24 @@ def validate_query(
     return validate_pose(np.asarray(prior, dtype=np.float64), "prior pose")
 
 
+def _camera_pose(T_world_camera: np.ndarray) -> "poselib.CameraPose":
+    """poselib's world-to-camera pose of a camera-to-world ``[4, 4]``."""
+    T_cw = invert_pose(T_world_camera)
+    pose = poselib.CameraPose()
+    pose.R, pose.t = T_cw[:3, :3], T_cw[:3, 3]
+    return pose
+
+
 def solve_pnp(
     pts2d: np.ndarray, pts3d: np.ndarray, intrinsics: CameraIntrinsics, reproj_px: float = 5.0,
-    initial: np.ndarray | None = None, seed: int = 0,
+    initial: np.ndarray | None = None, seed: int = 0, min_iterations: int = 100,
 ) -> tuple[np.ndarray | None, np.ndarray]:
     """PnP-RANSAC (poselib P3P) followed by its LM refinement on the inliers.
 
     Args:
         pts2d: ``[N, 2]`` pixels; pts3d ``[N, 3]`` world points.
         initial: optional ``T_world_camera`` hypothesis also scored by RANSAC.
+        min_iterations: RANSAC's floor; with a high inlier ratio its adaptive stop comes much earlier.
 
     Returns:
         ``T_world_camera [4, 4]`` (None with fewer than 4 correspondences) and the inlier mask ``[N] bool``.
@@ -98,19 +107,11 @@ def solve_pnp(
         "model": "PINHOLE", "width": intrinsics.width, "height": intrinsics.height,
         "params": [intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy],
     }
-    ransac = {"max_reproj_error": float(reproj_px), "min_iterations": 100, "max_iterations": 10000, "seed": seed}
-    kw = {}
-    if initial is not None:
-        T_cw = invert_pose(initial)
-        kw["initial_pose"] = poselib.CameraPose(T_cw[:3, :3], T_cw[:3, 3])
-    try:
-        pose, info = poselib.estimate_absolute_pose(
-            np.ascontiguousarray(pts2d, np.float64), np.ascontiguousarray(pts3d, np.float64), cam, ransac, {}, **kw
-        )
-    except TypeError:  # older poselib without initial_pose
-        pose, info = poselib.estimate_absolute_pose(
-            np.ascontiguousarray(pts2d, np.float64), np.ascontiguousarray(pts3d, np.float64), cam, ransac, {}
-        )
+    ransac = {"max_reproj_error": float(reproj_px), "min_iterations": int(min_iterations), "max_iterations": 10000, "seed": seed}
+    kw = {} if initial is None else {"initial_pose": _camera_pose(initial)}
+    pose, info = poselib.estimate_absolute_pose(
+        np.ascontiguousarray(pts2d, np.float64), np.ascontiguousarray(pts3d, np.float64), cam, ransac, {}, **kw
+    )
     mask = np.asarray(info.get("inliers", np.zeros(n, bool)), bool)
     if mask.sum() < 4 or not np.all(np.isfinite(pose.Rt)):
         return None, mask

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from numba import njit, prange
 from tqdm import tqdm
 
 from spatial_memory.errors import ConfigError, EmptyMapError
@@ -108,19 +109,90 @@ class VoxelFields:
         idx = np.arange(len(self)) if idx is None else np.asarray(idx, np.int64)
         if len(idx) == 0:
             return np.zeros((0, self.descriptors.shape[-1]), np.float32)
-        c, h = self.centers[idx], self.half_side[idx]
-        o = np.broadcast_to(np.asarray(origins, np.float64), c.shape)
-        o_loc = torch.from_numpy((o - c) / h[:, None]).float()[:, None]  # [L', 1, 3]
-        d_loc = -o_loc / o_loc.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-        t = torch.from_numpy(idx)
-        with torch.no_grad():
-            A, _, _ = ray_weights(o_loc, d_loc, self.density[t], self.shift, samples)
-            out = torch.bmm(A, self.descriptors[t])[:, 0]
-        return torch.nn.functional.normalize(out, dim=-1).numpy()
+        origins = np.asarray(origins, np.float64)
+        o = np.ascontiguousarray(np.broadcast_to(origins, (len(idx), 3)) if origins.ndim == 1 else origins)
+        # the kernel reads the landmarks it needs in place (a torch gather would copy 27 x C floats each)
+        return _render_centre_rays(
+            o, idx, self.centers, self.half_side, self.density.detach().float().contiguous().numpy(),
+            self.descriptors.detach().float().contiguous().numpy(), float(self.shift), int(samples),
+        )  # fmt: skip
 
     @property
     def nbytes(self) -> int:
         return int(self.density.numel() * 4 + self.descriptors.numel() * 4 + self.centers.nbytes + self.half_side.nbytes)
+
+
+@njit(cache=True, parallel=True, fastmath=False)
+def _render_centre_rays(
+    origins: np.ndarray, idx: np.ndarray, centers: np.ndarray, half_side: np.ndarray, density: np.ndarray,
+    descriptors: np.ndarray, shift: float, samples: int,
+) -> np.ndarray:
+    """Inference-only twin of :func:`ray_weights` + ``A @ F`` for one ray per landmark, from
+    ``origins [L', 3]`` through the centres of landmarks ``idx [L']``: ``[L', C]`` L2-normalised.
+
+    Same maths as the torch path used in training (cube units, ``samples`` midpoints between the
+    entry and exit of ``[-1, 1]^3``, trilinear "hat" weights on nodes -1/0/1, alpha
+    ``1 - exp(-interval softplus(sigma + shift))``), without the per-landmark gathers and
+    temporaries of batched tensor code.
+    """
+    n = len(idx)
+    C = descriptors.shape[2]
+    out = np.zeros((n, C), np.float32)
+    for q in prange(n):
+        k = idx[q]
+        h = half_side[k]
+        ox, oy, oz = (origins[q, 0] - centers[k, 0]) / h, (origins[q, 1] - centers[k, 1]) / h, (origins[q, 2] - centers[k, 2]) / h
+        on = max(math.sqrt(ox * ox + oy * oy + oz * oz), 1e-9)
+        o = (ox, oy, oz)
+        d = (-ox / on, -oy / on, -oz / on)
+        t0, t1 = 0.0, np.inf
+        for a in range(3):
+            da = d[a] if abs(d[a]) >= 1e-9 else 1e-9
+            ta, tb = (-1.0 - o[a]) / da, (1.0 - o[a]) / da
+            t0 = max(t0, min(ta, tb))
+            t1 = min(t1, max(ta, tb))
+        if not (t1 > t0):
+            continue
+        span = t1 - t0
+        interval = span * math.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]) / samples
+        A = np.zeros(27)
+        w27 = np.empty(27)
+        log_t = 0.0
+        for si in range(samples):
+            ts = t0 + span * (si + 0.5) / samples
+            px = min(1.0, max(-1.0, o[0] + ts * d[0]))
+            py = min(1.0, max(-1.0, o[1] + ts * d[1]))
+            pz = min(1.0, max(-1.0, o[2] + ts * d[2]))
+            sigma = 0.0
+            j = 0
+            for ix in range(3):
+                wx = max(0.0, 1.0 - abs(px - (ix - 1.0)))
+                for iy in range(3):
+                    wxy = wx * max(0.0, 1.0 - abs(py - (iy - 1.0)))
+                    for iz in range(3):
+                        w = wxy * max(0.0, 1.0 - abs(pz - (iz - 1.0)))
+                        w27[j] = w
+                        sigma += w * density[k, j]
+                        j += 1
+            x = sigma + shift
+            softplus = x + math.log1p(math.exp(-x)) if x > 0 else math.log1p(math.exp(x))
+            lt = -interval * softplus
+            weight = math.exp(log_t) * (1.0 - math.exp(lt))
+            log_t += lt
+            for j in range(27):
+                A[j] += weight * w27[j]
+        acc = np.zeros(C)
+        for j in range(27):  # row-wise: contiguous reads of the [27, C] grid
+            aj = A[j]
+            for c in range(C):
+                acc[c] += aj * descriptors[k, j, c]
+        norm = 0.0
+        for c in range(C):
+            norm += acc[c] * acc[c]
+        norm = max(math.sqrt(norm), 1e-12)
+        for c in range(C):
+            out[q, c] = acc[c] / norm
+    return out
 
 
 def hat(x: torch.Tensor) -> torch.Tensor:

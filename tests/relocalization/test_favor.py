@@ -11,7 +11,7 @@ import pytest
 from relocalization.baseline import KeyframeBaseline
 from relocalization.evaluate import evaluate, plot_error_cdf, summarize
 from relocalization.favor import FORMAT_VERSION, FavorMap, FavorRelocalizer, occluded, visible_landmarks
-from spatial_memory.errors import EmptyMapError, InvalidFrameError, InvalidPoseError, MapFormatError
+from spatial_memory.errors import ConfigError, EmptyMapError, InvalidFrameError, InvalidPoseError, MapFormatError
 from spatial_memory.geometry import make_pose, pose_error
 from spatial_memory.types import CameraIntrinsics
 
@@ -168,3 +168,29 @@ def test_baseline_needs_depth(icl_mapping):
 
     with pytest.raises(InvalidFrameError, match="depth"):
         KeyframeBaseline.build([icl_mapping[0], replace(icl_mapping[1], depth=None)], progress=False)
+
+
+def test_refinement_rounds_add_support_and_render_cache_follows_the_camera(favor_map, icl_queries, few_threads):
+    """Geometric refinement against the candidate detections keeps the pose and adds inliers;
+    the render cache re-renders once the camera moved farther than ``rerender_distance_m``."""
+    import dataclasses
+
+    from relocalization.favor import RenderCache
+
+    q = icl_queries[0]
+    base_cfg = favor_map.config.locate
+    plain = FavorRelocalizer(favor_map, dataclasses.replace(base_cfg, refine_windows_px=()))
+    refined = FavorRelocalizer(favor_map, dataclasses.replace(base_cfg, refine_windows_px=(4.0, 1.5)))
+    a, b = plain.locate(q.rgb, q.intrinsics), refined.locate(q.rgb, q.intrinsics)
+    assert a.success and b.success, (a.message, b.message)
+    assert "refinement" in b.message and b.inliers > a.inliers
+    assert pose_error(b.T_world_camera, q.T_world_camera)[0] < 0.05
+
+    cache = RenderCache(favor_map.fields, 0.1)
+    idx = np.arange(10)
+    first = cache.get(idx, np.zeros(3))
+    assert np.array_equal(cache.get(idx[::-1], np.full(3, 0.01)), first[::-1])  # within 10 cm: reused
+    moved = cache.get(idx, np.array([5.0, 0.0, 0.0]))
+    assert np.allclose(moved, favor_map.fields.render(np.array([5.0, 0.0, 0.0]), idx), atol=1e-6)
+    with pytest.raises(ConfigError, match="refine"):
+        dataclasses.replace(base_cfg, refine_windows_px=(0.0,)).validate()

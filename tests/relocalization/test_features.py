@@ -101,3 +101,79 @@ def test_subpixel_recovers_a_blob_centre_and_keeps_borders():
     assert torch.allclose(out[0], torch.tensor([10.3, 20.7]), atol=0.05)  # quadratic fit of a Gaussian
     assert torch.equal(out[1], torch.tensor([0.0, 0.0]))  # on the border: unchanged
     assert (out[2] - torch.tensor([5.0, 5.0])).abs().max() <= 0.5  # never moves past half a pixel
+
+
+def _brute_mutual(a, b, min_cos, ratio=1.0, mask=None):
+    """Reference: full cosine matrix, arg-max both ways, Lowe ratio on distances."""
+    sim = a @ b.T
+    if mask is not None:
+        sim = np.where(mask, sim, -np.inf)
+    ab, ba = sim.argmax(1), sim.argmax(0)
+    srt = np.sort(sim, axis=1)
+    best, second = srt[:, -1], srt[:, -2]
+    keep = (ba[ab] == np.arange(len(a))) & (best >= min_cos)
+    if ratio < 1.0:
+        keep &= np.sqrt(np.maximum(2 - 2 * best, 0)) < ratio * np.sqrt(np.maximum(2 - 2 * second, 0))
+    return np.flatnonzero(keep), ab[keep]
+
+
+def _unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_mutual_nn_and_windows_equal_brute_force():
+    from relocalization.features import match_in_windows
+
+    rng = np.random.default_rng(1)
+    a = _unit(rng.normal(size=(400, 32)))
+    b = _unit(np.concatenate([a[:150] + 0.05 * rng.normal(size=(150, 32)), rng.normal(size=(250, 32))]))
+    uv = rng.uniform(0, 200, size=(400, 2))
+    xy = np.concatenate([uv[:150] + rng.normal(scale=1.0, size=(150, 2)), rng.uniform(0, 200, size=(250, 2))])
+    for ratio in (1.0, 0.9):
+        ia, ib, c = mutual_nn(a, b, 0.5, ratio)
+        ra, rb = _brute_mutual(a, b, 0.5, ratio)
+        assert np.array_equal(ia, ra) and np.array_equal(ib, rb) and len(ia) >= 100
+        assert np.allclose(c, np.einsum("nc,nc->n", a[ia], b[ib]), atol=1e-5)
+        for radius in (3.0, 25.0):
+            mask = ((uv[:, None] - xy[None]) ** 2).sum(-1) <= radius**2
+            wa, wb, _ = match_in_windows(uv, a, xy, b, radius, 0.5, ratio)
+            ra, rb = _brute_mutual(a, b, 0.5, ratio, mask)
+            assert np.array_equal(wa, ra) and np.array_equal(wb, rb), (ratio, radius)
+
+
+def test_window_matching_by_distance_takes_the_nearest_compatible_keypoint():
+    from relocalization.features import match_in_windows
+
+    d = _unit(np.eye(4)[[0, 0, 0, 1]] + 0.01)
+    uv = np.array([[10.0, 10.0]])
+    xy = np.array([[12.5, 10.0], [10.5, 10.0], [10.0, 10.2], [11.0, 11.0]])  # nearest (#2) is incompatible below
+    desc_b = _unit(np.stack([d[0], d[0] * 0.99 + 0.01, d[3], d[0]]))
+    ia, ib, _ = match_in_windows(uv, d[:1], xy, desc_b, 3.0, 0.9, by="distance")
+    assert ib.tolist() == [1]  # the closest keypoint whose descriptor agrees, not the most similar one
+    ia, ib, _ = match_in_windows(uv, d[:1], xy, desc_b, 3.0, 0.9, by="descriptor")
+    assert ib.tolist() == [0] or ib.tolist() == [3]
+    with pytest.raises(ConfigError, match="by"):
+        match_in_windows(uv, d[:1], xy, desc_b, 3.0, 0.9, by="colour")
+
+
+def test_nms_peaks_equal_max_pool_nms():
+    import torch
+
+    from relocalization.features import nms_peaks
+
+    heat = np.random.default_rng(2).random((48, 64)).astype(np.float32) ** 4
+    pooled = torch.nn.functional.max_pool2d(torch.from_numpy(heat)[None, None], 5, stride=1, padding=2)[0, 0].numpy()
+    ys, xs = np.nonzero((heat == pooled) & (heat > 0.05))
+    assert np.array_equal(nms_peaks(heat, 0.05), np.stack([xs, ys], 1)) and len(xs) > 20
+
+
+def test_candidates_extend_the_keypoints_from_one_pass(rgb):
+    ex = make_features("xfeat", top_k=256)
+    kp = ex.detect(rgb)
+    kp2, cand = ex.detect_with_candidates(rgb, 2048, 0.01)
+    assert np.array_equal(kp.xy, kp2.xy) and np.allclose(kp.descriptors, kp2.descriptors)
+    assert len(cand) > len(kp)
+    # every keypoint is also a candidate, with the same descriptor
+    d2 = ((kp.xy[:, None] - cand.xy[None]) ** 2).sum(-1)
+    j = d2.argmin(1)
+    assert (d2.min(1) < 1e-8).all() and np.allclose(cand.descriptors[j], kp.descriptors, atol=1e-6)

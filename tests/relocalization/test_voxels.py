@@ -97,3 +97,26 @@ def test_map_fields_fit_real_patches(favor_map):
     assert favor_map.stats["loss_last"] < favor_map.stats["loss_first"]
     assert np.median(favor_map.fields.fit_cos) > 0.9
     assert (favor_map.fields.fit_cos >= favor_map.config.voxel.fit_min_cos).all()
+
+
+def test_inference_renderer_equals_the_training_renderer():
+    """``VoxelFields.render`` (numba, one centre ray each) == ray_weights + A @ F (torch)."""
+    from relocalization.voxels import VoxelFields, ray_weights
+
+    rng = np.random.default_rng(3)
+    L, C = 50, 16
+    fields = VoxelFields(
+        centers=rng.uniform(-2, 2, (L, 3)), half_side=rng.uniform(0.01, 0.05, L),
+        density=torch.from_numpy(rng.normal(0, 3, (L, 27)).astype(np.float32)),
+        descriptors=torch.from_numpy(rng.normal(size=(L, 27, C)).astype(np.float32)),
+        fit_cos=np.ones(L, np.float32), shift=-4.6,
+    )  # fmt: skip
+    origin = np.array([0.3, -3.0, 0.5])
+    idx = rng.permutation(L)[:30]
+    o = torch.from_numpy((origin - fields.centers[idx]) / fields.half_side[idx, None]).float()[:, None]
+    d = -o / o.norm(dim=-1, keepdim=True)
+    t = torch.from_numpy(idx)
+    A, _, _ = ray_weights(o, d, fields.density[t], fields.shift, 8)
+    ref = torch.nn.functional.normalize(torch.bmm(A, fields.descriptors[t])[:, 0], dim=-1).numpy()
+    out = fields.render(origin, idx)
+    assert out.shape == (30, C) and np.abs(out - ref).max() < 1e-4  # float64 kernel vs float32 torch
