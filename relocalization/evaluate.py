@@ -148,17 +148,30 @@ class RelocDataset:
     queries: dict[str, list[Frame]]
 
 
+def split_sequence(name: str, frames: list[Frame], map_every: int = 3, query_every: int = 7,
+                   max_queries: int | None = None) -> RelocDataset:
+    """Any posed sequence (dataset folder, bag, simulator walk): map on every ``map_every``-th frame,
+    query on every ``query_every``-th frame the map did not use (at most ``max_queries``)."""
+    if map_every < 1 or query_every < 1:
+        raise ConfigError(f"map_every / query_every must be >= 1, got {map_every} / {query_every}")
+    posed = [f for f in frames if f.T_world_camera is not None]
+    mapping = posed[::map_every]
+    queries = [f for i, f in enumerate(posed) if i % map_every != 0 and i % query_every == 1 % query_every]
+    queries = queries[:max_queries] if max_queries else queries
+    if len(mapping) < 2 or not queries:
+        raise EmptyMapError(
+            f"{name}: {len(posed)} posed frames give {len(mapping)} mapping and {len(queries)} query frames "
+            f"(need >= 2 and >= 1)"
+        )
+    return RelocDataset(name, mapping, {"real": queries})
+
+
 def icl_dataset(root: str | Path, map_every: int = 3, map_end: int = 150, query_every: int = 7,
                 size: tuple[int, int] | None = None) -> RelocDataset:
     """ICL-NUIM micro sequence: map on ``0:map_end:map_every``, query on unused frames of that range."""
     from .icl import load_icl_frames
 
-    mapping_idx = list(range(0, map_end, map_every))
-    used = set(mapping_idx)
-    query_idx = [i for i in range(1, map_end, query_every) if i not in used]
-    return RelocDataset(
-        "icl_nuim_livingroom", load_icl_frames(root, mapping_idx, size), {"real": load_icl_frames(root, query_idx, size)}
-    )
+    return split_sequence("icl_nuim_livingroom", load_icl_frames(root, list(range(map_end)), size), map_every, query_every)
 
 
 def densify_poses(poses: list[np.ndarray], factor: int) -> list[np.ndarray]:

@@ -183,7 +183,7 @@ class XFeatFeatures(LocalFeatures):
     def _forward(self, rgb: np.ndarray) -> tuple[DenseDescriptors, torch.Tensor, torch.Tensor]:
         check_rgb(rgb)
         H, W = rgb.shape[:2]
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().to(self.device)
+        x = torch.from_numpy(np.require(rgb, requirements=["C", "W"])).permute(2, 0, 1)[None].float().to(self.device)
         net_h, net_w = (H // 32) * 32, (W // 32) * 32
         if (net_h, net_w) != (H, W):
             x = F.interpolate(x, (net_h, net_w), mode="bilinear", align_corners=False)

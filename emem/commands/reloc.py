@@ -63,6 +63,15 @@ def load_mapping_frames(source: str, frames: int, every: int, seed: int = 0, pro
     return out
 
 
+def load_sequence(source: str, frames: int, seed: int = 0) -> list:
+    """The first ``frames`` posed frames of a source, in order (every frame, for map/query splits)."""
+    if source == "icl":
+        from relocalization.icl import load_icl_frames
+
+        return load_icl_frames(_icl_root(), list(range(min(frames, 211))))
+    return load_mapping_frames(source, frames, 1, seed=seed, progress=False)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reloc", help="FaVoR relocalization maps")
     rs = p.add_subparsers(dest="reloc_command", required=True)
@@ -155,8 +164,10 @@ def run_locate(args: argparse.Namespace) -> int:
 
 # -- eval / bench ---------------------------------------------------------------------------
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", default="sim:drake_living_room", help="sim:<scene> or icl")
-    p.add_argument("--frames", type=int, default=60, help="sim: trajectory key poses (rendered x2)")
+    p.add_argument("--source", default="sim:drake_living_room",
+                   help="sim:<scene> (held-out viewpoints + changed lighting) | icl | dataset folder | bag")
+    p.add_argument("--frames", type=int, default=60,
+                   help="sim: trajectory key poses (rendered x2); other sources: posed frames read (x5)")
     p.add_argument("--queries", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot-dir", default=None, help="write error-CDF PNGs here")
@@ -167,8 +178,7 @@ def _strip(r: dict) -> dict:
 
 
 def run_eval(args: argparse.Namespace) -> dict:
-    from relocalization.evaluate import compare, icl_dataset, sim_dataset
-    from spatial_memory.errors import ConfigError
+    from relocalization.evaluate import compare, icl_dataset, sim_dataset, split_sequence
 
     if args.source.startswith("sim:"):
         ds = sim_dataset(args.source[4:], frames=args.frames, queries=args.queries, seed=args.seed)
@@ -176,8 +186,9 @@ def run_eval(args: argparse.Namespace) -> dict:
     elif args.source == "icl":
         ds = icl_dataset(_icl_root())
         primary = "real"
-    else:
-        raise ConfigError(f"--source {args.source!r}: eval supports sim:<scene> or icl")
+    else:  # any posed sequence: map on every 3rd frame, query on unused ones
+        ds = split_sequence(args.source, load_sequence(args.source, 5 * args.frames), max_queries=args.queries)
+        primary = "real"
     r = compare(ds, plot_dir=args.plot_dir)
     out = {
         "dataset": ds.name, "mapping_frames": len(ds.mapping), "query_set": primary,
@@ -199,24 +210,29 @@ def run_eval(args: argparse.Namespace) -> dict:
 
 def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda: also times batched landmark training on CUDA vs CPU")
+    p.add_argument("--source", default="icl", help="icl (real ICL-NUIM, default) | sim:<scene> | dataset folder | bag")
     p.add_argument("--map-frames", type=int, default=40)
     p.add_argument("--queries", type=int, default=8)
     p.add_argument("--scaled-landmarks", type=int, default=20000, help="with --device cuda: also time a map tiled to this many landmarks")
 
 
 def run_bench(args: argparse.Namespace) -> dict:
-    """Map build, landmark training throughput and query latency on the real ICL-NUIM frames (640x480)."""
+    """Map build, landmark training throughput and query latency (default: the real ICL-NUIM frames,
+    640x480): map on every 3rd of ``3 * map_frames`` frames, query on frames in between."""
     import torch
 
     from relocalization.baseline import KeyframeBaseline
     from relocalization.favor import FavorConfig, FavorMap, FavorRelocalizer
-    from relocalization.icl import load_icl_frames
     from relocalization.mapping import build_landmarks, extract_sequence
     from relocalization.voxels import make_training_data
+    from spatial_memory.errors import EmptyMapError
 
-    root = _icl_root()
-    mapping = load_icl_frames(root, list(range(0, 3 * args.map_frames, 3)))
-    queries = load_icl_frames(root, list(range(1, 3 * args.map_frames, max(1, 3 * args.map_frames // args.queries)))[: args.queries])
+    seq = load_sequence(args.source, 3 * args.map_frames)
+    mapping = seq[::3]
+    step = max(1, len(seq) // max(args.queries, 1))
+    queries = [seq[i] for i in range(1, len(seq), step) if i % 3 != 0][: args.queries]
+    if len(mapping) < 2 or not queries:
+        raise EmptyMapError(f"--source {args.source}: {len(seq)} posed frames are too few to map and query")
     cfg = FavorConfig()
     t = time.perf_counter()
     fmap = FavorMap.build(mapping, cfg, progress=False)
@@ -238,7 +254,8 @@ def run_bench(args: argparse.Namespace) -> dict:
     f_cpu = (time.process_time() - c0) / len(queries)
     bts, bok = time_queries(base)
     out = {
-        "device": args.device, "torch_threads": torch.get_num_threads(), "image": "640x480",
+        "device": args.device, "source": args.source, "torch_threads": torch.get_num_threads(),
+        "image": f"{mapping[0].intrinsics.width}x{mapping[0].intrinsics.height}",
         "map_frames": len(mapping), "landmarks": len(fmap), "build_seconds": build_s,
         "landmarks_per_s": fmap.stats["landmarks_per_s"], "landmarks_per_cpu_s": fmap.stats["landmarks_per_cpu_s"],
         "landmarks_per_s_target": 50.0, "load_average_1min": os.getloadavg()[0],

@@ -51,3 +51,23 @@ def test_build_cli_from_icl(tmp_path, capsys, shared_data, few_threads):
     rc = main(["reloc", "build", "--source", "icl", "--frames", "12", "--every", "4", "--out", str(tmp_path / "m"), "--json"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["landmarks"] > 20 and (tmp_path / "m" / "meta.json").is_file()
+
+
+@pytest.mark.slow
+def test_eval_and_bench_accept_a_bag_source(icl_mapping, tmp_path, capsys, few_threads):
+    """``--source BAG``: a rosbag2 of real frames is split into mapping and query frames; both
+    commands print their JSON with FaVoR and the baseline side by side."""
+    from sim.bags import write_bag
+
+    bag = tmp_path / "icl_bag"
+    write_bag(icl_mapping[:16], bag)
+    rc = main(["eval", "reloc", "--source", str(bag), "--frames", "4", "--queries", "2", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["query_set"] == "real" and out["favor"]["queries"] == 2
+    for m in ("favor", "baseline"):
+        assert {"median_cm", "median_deg", "recall_5cm_5deg", "failure_rate", "query_ms"} <= set(out[m])
+        assert out[m]["recall_5cm_5deg"] >= 0.5, out[m]
+    rc = main(["bench", "reloc", "--source", str(bag), "--map-frames", "5", "--queries", "2", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["source"] == str(bag) and out["queries"] == 2 and out["landmarks_per_s"] > 0
+    assert out["query_ms"] > 0 and out["map_bytes"] > 0
