@@ -70,6 +70,7 @@ class StreamConfig:
     camera_height: float = 1.0
     trajectory: str = "explore"
     rate_hz: float = 5.0  # stamps of the stream (the ROS graph is paced by the memory, not by this)
+    look_around_deg: float = 0.0  # head-tilt sweep (up and back every 24 frames) so ceiling lights are seen
 
 
 @dataclass
@@ -651,7 +652,8 @@ def render_stream(scene: Any, cfg: ExperimentConfig, frames: int, trajectory: st
 
     s = cfg.stream
     src = make_sim_source(scene, seed=seed, frames=frames, width=s.width, height=s.height, hfov_deg=s.hfov_deg,
-                          trajectory=trajectory, camera_height=s.camera_height, rate_hz=s.rate_hz, progress=False)
+                          trajectory=trajectory, camera_height=s.camera_height, rate_hz=s.rate_hz, progress=False,
+                          look_around_deg=s.look_around_deg)
     src.start_ns = int(start_ns)
     from emem.viz import progress
     from spatial_memory.errors import EmemError

@@ -6,10 +6,12 @@ recalls; median errors are over all queries with failures at +inf (so a method c
 its median by refusing hard queries), and also reported over successes only.
 
 Datasets:
-* the simulator: a mapping trajectory through a scene and held-out query viewpoints
-  (0.2-1.0 m, 10-40 deg from the nearest mapping pose), with the mapping lighting or a changed one;
-* the real ICL-NUIM living-room sequence: map on every k-th frame of 0..150, query on the
-  frames in between (ground truth = the ``.log`` trajectory, itself an estimate).
+* any posed sequence (:func:`split_sequence`: map on every k-th frame, query on unused ones),
+  e.g. the real ICL-NUIM living-room sequence (:func:`icl_dataset`; ground truth = the ``.log``
+  trajectory, itself an estimate), a dataset folder or a rosbag2;
+* the simulator's held-out viewpoints (0.2-1.0 m, 10-40 deg from the nearest mapping pose) with
+  the mapping lighting or a changed one: :func:`emem.reloc_eval.sim_dataset` (this package imports
+  no data source).
 """
 
 from __future__ import annotations
@@ -172,48 +174,6 @@ def icl_dataset(root: str | Path, map_every: int = 3, map_end: int = 150, query_
     from .icl import load_icl_frames
 
     return split_sequence("icl_nuim_livingroom", load_icl_frames(root, list(range(map_end)), size), map_every, query_every)
-
-
-def densify_poses(poses: list[np.ndarray], factor: int) -> list[np.ndarray]:
-    """Insert ``factor - 1`` interpolated poses (slerp + linear) between consecutive poses."""
-    from spatial_memory.geometry import interpolate_pose
-
-    if factor <= 1 or len(poses) < 2:
-        return [np.asarray(T) for T in poses]
-    out = []
-    for a, b in zip(poses[:-1], poses[1:]):
-        out.extend(interpolate_pose(a, b, k / factor) for k in range(factor))
-    out.append(np.asarray(poses[-1]))
-    return out
-
-
-def sim_dataset(scene: str = "drake_living_room", frames: int = 60, queries: int = 20, seed: int = 0,
-                width: int = 640, height: int = 480, hfov_deg: float = 70.0, lighting_change: bool = True,
-                densify: int = 2, progress: bool = False) -> RelocDataset:
-    """Simulator setting: an exploration trajectory to map, held-out viewpoints to query
-    (rendered with the mapping lighting and, if ``lighting_change``, with a changed one).
-
-    The exploration trajectory turns up to 10 deg per pose, so a point stays in a 70 deg view
-    for at most ~7 poses; ``densify`` renders interpolated poses in between (a video-rate
-    sequence) so that tracks can reach FaVoR's > 5 observations.
-    """
-    from spatial_memory.types import CameraIntrinsics
-    from sim.renderer import Lighting
-    from sim.simulator import SimFrameSource, make_trajectory, resolve_scene
-    from sim.trajectories import heldout_query_viewpoints
-
-    sc = resolve_scene(scene, seed)
-    K = CameraIntrinsics.from_fov(width, height, hfov_deg)
-    key_poses = make_trajectory(sc, "explore", frames, seed, 1.0, hfov_deg)
-    src = SimFrameSource(sc, densify_poses(key_poses, densify), K, None, progress=progress)
-    mapping = list(src)
-    if len(mapping) < 2:
-        raise EmptyMapError(f"the simulator produced {len(mapping)} mapping frames")
-    poses = heldout_query_viewpoints(sc, [f.T_world_camera for f in mapping], queries, seed=seed + 1, intrinsics=K)
-    q = {"same_light": list(SimFrameSource(sc, poses, K, None, progress=progress))}
-    if lighting_change:
-        q["changed_light"] = list(SimFrameSource(sc, poses, K, Lighting.changed(seed), progress=progress))
-    return RelocDataset(f"sim:{scene}", mapping, q)
 
 
 def compare(dataset: RelocDataset, favor_config=None, baseline_config=None, progress: bool = False,

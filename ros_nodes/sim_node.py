@@ -48,6 +48,8 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("width", 640, "Image width (px).", min=8, max=4096),
     ParamSpec("height", 480, "Image height (px).", min=8, max=4096),
     ParamSpec("hfov_deg", 70.0, "Horizontal field of view (deg).", min=1.0, max=179.0),
+    ParamSpec("look_around_deg", 0.0, "Head-tilt sweep of the exploration: up by this much and back every 24 "
+              "frames, so floor-level and ceiling objects are both seen (0 = level camera).", min=0.0, max=60.0),
     ParamSpec("camera_height", 1.0, "Camera height above the floor (m).", min=0.05, max=3.0),
     ParamSpec("lighting", "default", "Scene lighting.", choices=("default", "changed")),
     ParamSpec("mode", "trajectory", "Scripted trajectory or cmd_vel teleoperation.", choices=("trajectory", "cmd_vel")),
@@ -79,7 +81,8 @@ def open_source(p: dict[str, Any]):
 
         return make_sim_source(p["scene"], seed=p["seed"], frames=p["frames"], width=p["width"], height=p["height"],
                                hfov_deg=p["hfov_deg"], trajectory=p["trajectory"], lighting=p["lighting"],
-                               camera_height=p["camera_height"], rate_hz=p["rate"], progress=False)
+                               camera_height=p["camera_height"], rate_hz=p["rate"], progress=False,
+                               look_around_deg=p["look_around_deg"])
     if not p["source_path"]:
         raise ConfigError("source: dataset needs source_path (a dataset folder or a rosbag2 directory)")
     from sim.datasets import open_dataset

@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 
 from spatial_memory.errors import ConfigError
-from spatial_memory.geometry import pose_error
+from spatial_memory.geometry import interpolate_pose, pose_error
 from spatial_memory.types import CameraIntrinsics
 
 from .agent import camera_pose, wrap_angle, yaw_pitch_from_camera
@@ -42,6 +42,17 @@ class MotionLimits:
         if not (self.step > 0 and 0 < self.max_turn_deg <= 90 and self.turn_in_place_deg >= self.max_turn_deg
                 and self.lookahead > 0):
             raise ConfigError(f"invalid motion limits {self}")
+
+
+def densify_poses(poses: list[np.ndarray], factor: int) -> list[np.ndarray]:
+    """Insert ``factor - 1`` interpolated poses (slerp + linear) between consecutive poses."""
+    if factor <= 1 or len(poses) < 2:
+        return [np.asarray(T) for T in poses]
+    out = []
+    for a, b in zip(poses[:-1], poses[1:]):
+        out.extend(interpolate_pose(a, b, k / factor) for k in range(factor))
+    out.append(np.asarray(poses[-1]))
+    return out
 
 
 def trajectory_length(poses: list[np.ndarray]) -> float:

@@ -34,7 +34,7 @@ def load_mapping_frames(source: str, frames: int, every: int, seed: int = 0, pro
     from spatial_memory.errors import ConfigError, DatasetFormatError
 
     if source.startswith("sim:"):
-        from relocalization.evaluate import densify_poses
+        from sim.trajectories import densify_poses
         from sim.simulator import SimFrameSource, make_trajectory, resolve_scene
         from spatial_memory.types import CameraIntrinsics
 
@@ -178,7 +178,8 @@ def _strip(r: dict) -> dict:
 
 
 def run_eval(args: argparse.Namespace) -> dict:
-    from relocalization.evaluate import compare, icl_dataset, sim_dataset, split_sequence
+    from emem.reloc_eval import sim_dataset
+    from relocalization.evaluate import compare, icl_dataset, split_sequence
 
     if args.source.startswith("sim:"):
         ds = sim_dataset(args.source[4:], frames=args.frames, queries=args.queries, seed=args.seed)
