@@ -48,12 +48,12 @@ KIND = "favor"
 class LocateConfig:
     """Localisation parameters."""
 
-    iterations: int = 3
+    iterations: int = 2  # descriptor rounds (geometric refinement rounds follow)
     retrieval_k: int = 3  # priors tried (in retrieval order) when no prior is given
     early_stop_inliers: int = 100  # stop trying further priors once a pose has this many inliers
     match_min_cos: float = 0.75
     match_ratio: float = 0.95
-    window_px: tuple[float, ...] = (0.0, 12.0, 8.0)  # per round; 0 = whole image
+    window_px: tuple[float, ...] = (0.0, 8.0)  # per round; 0 = whole image
     view_margin_frac: float = 0.3  # landmarks projecting this far outside the prior view still count
     occlusion_rel_tol: float = 0.1
     occlusion_abs_tol: float = 0.05

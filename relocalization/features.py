@@ -20,6 +20,7 @@ from importlib import resources
 import cv2
 import numpy as np
 import torch
+from numba import njit
 import torch.nn.functional as F
 
 from spatial_memory.errors import ConfigError, InvalidFrameError
@@ -376,19 +377,22 @@ def mutual_nn(
     return _mutual_best(sim, min_cos, ratio)
 
 
+@njit(cache=True)
 def _best_per_group(group: np.ndarray, key: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """For pairs ``[P]`` with ``group`` ids and ``key`` (higher is better): index of the best pair of
-    every group ``[n]`` (-1 if none) and the group's second-best key ``[n]`` (-inf if none)."""
-    order = np.lexsort((-key, group))
-    g = group[order]
-    first = np.ones(len(g), bool)
-    first[1:] = g[1:] != g[:-1]
+    every group ``[n]`` (-1 if none) and the group's second-best key ``[n]`` (-inf if none); one
+    pass, ties to the first pair."""
     best = np.full(n, -1, np.int64)
-    best[g[first]] = order[first]
+    best_key = np.full(n, -np.inf)
     second = np.full(n, -np.inf)
-    has2 = np.zeros(len(g), bool)
-    has2[1:] = first[:-1] & ~first[1:]  # the element right after a group's first one, same group
-    second[g[has2]] = key[order[has2]]
+    for p in range(len(group)):
+        g, k = group[p], key[p]
+        if k > best_key[g]:
+            second[g] = best_key[g]
+            best_key[g] = k
+            best[g] = p
+        elif k > second[g]:
+            second[g] = k
     return best, second
 
 

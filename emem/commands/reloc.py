@@ -254,6 +254,21 @@ def run_bench(args: argparse.Namespace) -> dict:
     fts, fok = time_queries(reloc)
     f_cpu = (time.process_time() - c0) / len(queries)
     bts, bok = time_queries(base)
+    # One thread: wall ~ CPU time of the query itself, much less sensitive to other processes
+    # sharing the machine than the multi-threaded wall time.
+    import numba
+
+    threads = (torch.get_num_threads(), numba.get_num_threads())
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    try:
+        c0 = time.process_time()
+        f1, _ = time_queries(reloc)
+        f1_cpu = (time.process_time() - c0) / len(queries)
+        b1, _ = time_queries(base)
+    finally:
+        torch.set_num_threads(threads[0])
+        numba.set_num_threads(threads[1])
     out = {
         "device": args.device, "source": args.source, "torch_threads": torch.get_num_threads(),
         "image": f"{mapping[0].intrinsics.width}x{mapping[0].intrinsics.height}",
@@ -263,6 +278,8 @@ def run_bench(args: argparse.Namespace) -> dict:
         "map_bytes": fmap.nbytes, "baseline_map_bytes": base.nbytes,
         "query_ms": 1000 * float(np.mean(fts)), "query_cpu_ms": 1000 * f_cpu, "query_ms_p90": 1000 * float(np.percentile(fts, 90)),
         "baseline_query_ms": 1000 * float(np.mean(bts)), "query_ms_ratio_vs_baseline": float(np.mean(fts) / np.mean(bts)),
+        "query_ms_1thread": 1000 * float(np.mean(f1)), "query_cpu_ms_1thread": 1000 * f1_cpu,
+        "baseline_query_ms_1thread": 1000 * float(np.mean(b1)),
         "query_ms_target": 150.0, "favor_successes": int(fok), "baseline_successes": int(bok), "queries": len(queries),
     }
     if args.device.startswith("cuda"):
