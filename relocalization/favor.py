@@ -59,7 +59,7 @@ class LocateConfig:
     occlusion_abs_tol: float = 0.05
     pnp_px: float = 5.0
     final_pnp_px: float = 3.0  # RANSAC threshold of the last round (the pose is close by then)
-    min_inliers: int = 12
+    min_inliers: int = 20  # PnP inliers of the descriptor rounds; fewer: refuse (12 let a 48 cm pose through)
     max_landmarks: int = 5000  # visible landmarks rendered per round, the best-observed first
     # Geometric refinement after the descriptor rounds: every landmark visible from the current
     # pose is associated with the *nearest* candidate detection within a shrinking window
