@@ -1164,6 +1164,7 @@ def headline(m: dict[str, Any]) -> dict[str, Any]:
         h["query_success"] = m["queries"]["success_rate"]
     for key, r in m.get("kidnap", {}).get("results", {}).items():
         h[f"reloc_{key}_median_cm"] = r["median_cm"]
+        h[f"reloc_{key}_recall_5cm_5deg"] = r["recall_5cm_5deg"]
         h[f"reloc_{key}_success"] = r["success_rate"]
     ep = m.get("episodic", {})
     if "online" in ep:
