@@ -67,6 +67,8 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("slop", 0.02, "Largest stamp spread (s) of an rgb/depth/pose group.", min=0.0, max=1.0),
     ParamSpec("sync_queue_size", 10, "Messages kept per synchronised input.", min=1, max=1000),
     ParamSpec("tf_timeout", 0.1, "How long (s) the worker waits for a TF needed by a frame.", min=0.0, max=5.0),
+    ParamSpec("working_width", 0, "Frames wider than this are downscaled to it (aspect kept) before they reach the "
+              "memories; 0 = camera resolution. On a CPU, 320 integrates ~4x faster than 640.", min=0, max=8192),
     ParamSpec("device", "cpu", "Torch device, passed to memory configs that have a device field.",
               choices=("cpu", "cuda")),
     ParamSpec("map_path", "", "Map directory loaded at start-up (empty: start with an empty memory)."),
@@ -155,6 +157,14 @@ def _recall_score(entry: Any, query: dict[str, Any]) -> float:
         return 1.0
     d = float(np.linalg.norm(np.asarray(entry.position, dtype=np.float64)[:3] - query["position"]))
     return float(np.clip(1.0 - d / query["radius"], 0.0, 1.0))
+
+
+def working_resolution(frame: Frame, width: int) -> Frame:
+    """``frame`` downscaled to ``width`` (height by aspect) when it is wider; 0 = unchanged."""
+    w, h = frame.intrinsics.width, frame.intrinsics.height
+    if width <= 0 or w <= width:
+        return frame
+    return frame.resized(width, max(1, round(h * width / w)))
 
 
 class MemoryNode(Node):
@@ -280,7 +290,7 @@ class MemoryNode(Node):
                 continue
             msgs, info, id_to_label = item
             try:
-                frame = self._to_frame(msgs, info, id_to_label)
+                frame = working_resolution(self._to_frame(msgs, info, id_to_label), self.p["working_width"])
             except (EmemError, ValueError) as e:
                 self._skip(f"{type(e).__name__}: {e}")
                 continue

@@ -124,6 +124,27 @@ class Frame:
     def has_depth(self) -> bool:
         return self.depth is not None
 
+    def resized(self, width: int, height: int) -> "Frame":
+        """The same observation at another resolution (a memory's working resolution).
+
+        Colour: area averaging when shrinking, bilinear when enlarging. Depth and instance ids:
+        nearest neighbour with pixel-centre rounding, so no depth is invented across an edge and no
+        id is mixed. Intrinsics follow :meth:`CameraIntrinsics.scaled`. Pose and labels are shared.
+        """
+        import cv2
+
+        if int(width) <= 0 or int(height) <= 0:
+            raise InvalidFrameError(f"resized: width and height must be positive, got {width}x{height}")
+        width, height = int(width), int(height)
+        if (width, height) == (self.intrinsics.width, self.intrinsics.height):
+            return self
+        shrink = width < self.intrinsics.width
+        rgb = cv2.resize(self.rgb, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        near = cv2.INTER_NEAREST_EXACT
+        depth = None if self.depth is None else cv2.resize(self.depth, (width, height), interpolation=near)
+        ids = None if self.instance_ids is None else cv2.resize(self.instance_ids, (width, height), interpolation=near)
+        return replace(self, rgb=rgb, depth=depth, instance_ids=ids, intrinsics=self.intrinsics.scaled(width, height))
+
     def valid_depth_mask(self) -> np.ndarray:
         """``[H, W] bool``: finite, strictly positive depth."""
         if self.depth is None:

@@ -86,3 +86,30 @@ def test_labels_present():
     ids[:10, :10] = 3
     f = _frame(instance_ids=ids, id_to_label={3: "mug", 4: "sofa"})
     assert f.labels_present() == ["mug"]
+
+
+def test_resized_frame_keeps_geometry_and_labels():
+    """Halving a frame: depth values are copied (never blended), ids stay ids, and a 3D point
+    back-projected from the small frame lands on the same surface as in the full one."""
+    K = CameraIntrinsics.from_fov(64, 48, 70.0)
+    yy, xx = np.mgrid[0:48, 0:64]
+    depth = np.where(xx < 32, 1.0, 3.0).astype(np.float32)  # a depth edge
+    ids = np.where(xx < 32, 1, 2).astype(np.int32)
+    rgb = np.stack([xx * 4, yy * 5, np.full_like(xx, 9)], -1).astype(np.uint8)
+    f = Frame(0, rgb, depth, K, np.eye(4), ids, {1: "sofa", 2: "wall"})
+    s = f.resized(32, 24)
+    assert s.rgb.shape == (24, 32, 3) and s.depth.shape == (24, 32) and s.instance_ids.dtype == np.int32
+    assert set(np.unique(s.depth)) <= {1.0, 3.0} and set(np.unique(s.instance_ids)) == {1, 2}
+    assert s.id_to_label == f.id_to_label and s.intrinsics == K.scaled(32, 24)
+    assert ((s.depth == 1.0) == (s.instance_ids == 1)).all()
+    # the small frame's points lie on the full frame's surfaces (z = depth of the same side)
+    pts_small, _ = backproject_depth(s.depth, s.intrinsics)
+    uv, z = project_points(pts_small, K, np.eye(4))
+    u = np.clip(np.round(uv[:, 0]).astype(int), 0, 63)
+    v = np.clip(np.round(uv[:, 1]).astype(int), 0, 47)
+    inside = np.abs(uv[:, 0] - 31.5) > 1.5  # away from the edge column
+    assert np.allclose(z[inside], depth[v, u][inside])
+    assert f.resized(64, 48) is f
+    with pytest.raises(InvalidFrameError):
+        f.resized(0, 10)
+

@@ -20,7 +20,7 @@ from spatial_memory.errors import (  # noqa: E402
     UnsupportedEncodingError,
 )
 from spatial_memory.geometry import look_at, make_pose  # noqa: E402
-from spatial_memory.types import CameraIntrinsics  # noqa: E402
+from spatial_memory.types import CameraIntrinsics, Frame  # noqa: E402
 
 RNG = np.random.default_rng(0)
 
@@ -198,3 +198,12 @@ def test_instance_image_and_labels_round_trip() -> None:
                                instances_msg=msg, id_to_label=labels)
     np.testing.assert_array_equal(f.instance_ids, ids)
     assert f.id_to_label == labels
+
+
+def test_working_resolution_only_shrinks():
+    from ros_nodes.memory_node import working_resolution
+
+    f = Frame(0, np.zeros((48, 64, 3), np.uint8), np.ones((48, 64), np.float32), CameraIntrinsics.from_fov(64, 48, 70.0))
+    assert working_resolution(f, 0) is f and working_resolution(f, 128) is f
+    s = working_resolution(f, 32)
+    assert (s.intrinsics.width, s.intrinsics.height) == (32, 24)
