@@ -121,7 +121,8 @@ class Models:
     def from_state(cls, meta: dict, enc_sd: dict, rd_sd: dict, policy_state: dict | None = None) -> "Models":
         try:
             vocab = list(meta["vocab"])
-            rcfg = ReaderConfig(**meta["reader"])
+            # weights written before the place-pooled read existed have no such parameters
+            rcfg = ReaderConfig(**{"place_pool": False, **meta["reader"]})
             enc = ObservationEncoder(len(vocab), int(meta["encoder"]["dim"]))
             enc.load_state_dict(enc_sd)
             reader = SATReader(rcfg)

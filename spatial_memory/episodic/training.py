@@ -60,10 +60,30 @@ def memory_tensors(eps: list[Episode], kept: list[np.ndarray]) -> tuple[torch.Te
     return torch.from_numpy(emb), torch.from_numpy(step), torch.from_numpy(place), torch.from_numpy(mask)
 
 
-def task_loss(task: str, logits: torch.Tensor, q: dict[str, np.ndarray], idx: np.ndarray) -> torch.Tensor:
-    """Per-sample loss ``[B]`` of one task's logits against the answers of queries ``idx``."""
+def memory_seen(eps: list[Episode], kept: list[np.ndarray], M: int) -> torch.Tensor:
+    """Ground-truth categories of each kept entry, padded like :func:`memory_tensors`: ``[B, M, C]``.
+
+    Training target only (as for the encoder): the reader's evidence layer learns to decode
+    categories from the entry embeddings; nothing at run time reads ground truth.
+    """
+    out = np.zeros((len(eps), M, eps[0].seen.shape[1]), np.float32)
+    for b, (ep, k) in enumerate(zip(eps, kept)):
+        out[b, : len(k)] = ep.seen[k]
+    return torch.from_numpy(out)
+
+
+def task_loss(task: str, logits: torch.Tensor, q: dict[str, np.ndarray], idx: np.ndarray,
+              pos_weight: float = 1.0) -> torch.Tensor:
+    """Per-sample loss ``[B]`` of one task's logits against the answers of queries ``idx``.
+
+    ``pos_weight`` scales the positive terms of the multi-label BCE: decoding ``logit > 0`` then
+    means ``p > 1 / (1 + pos_weight)``, which suits the F1 score (plain BCE's 0.5 threshold is too
+    conservative for F1 when a few of many categories are positive).
+    """
     if task in MULTI_LABEL_TASKS:
-        return F.binary_cross_entropy_with_logits(logits, torch.from_numpy(q["multi"][idx]), reduction="none").mean(1)
+        pw = torch.full((logits.shape[1],), float(pos_weight))
+        return F.binary_cross_entropy_with_logits(logits, torch.from_numpy(q["multi"][idx]), reduction="none",
+                                                  pos_weight=pw).mean(1)
     # divided by the chance-level loss log(K) so the 32-way last-seen loss does not drown the 2-way order loss
     ce = F.cross_entropy(logits, torch.from_numpy(q["cls"][idx]).clamp(0, logits.shape[1] - 1), reduction="none")
     return ce / math.log(logits.shape[1])
@@ -135,6 +155,11 @@ class TrainConfig:
     # loss weight per task (TASKS order); order's 2-way loss carries little gradient next to
     # the others and the mixed reader stayed at chance on it with equal weights
     task_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 2.0)
+    # auxiliary loss weight: the pooled read's per-entry evidence against the entry's categories
+    # (ground truth as a training target only, like the encoder's); 0 = learn it from the task losses alone
+    evidence_weight: float = 0.5
+    # positive-term weight of the multi-label (F1-scored) tasks' BCE, see task_loss
+    multi_pos_weight: float = 2.0
 
 
 def train_reader(episodes: list[Episode], rcfg: ReaderConfig, tcfg: TrainConfig, tasks: tuple[str, ...] = TASKS,
@@ -172,9 +197,14 @@ def train_reader(episodes: list[Episode], rcfg: ReaderConfig, tcfg: TrainConfig,
         for task in tasks:
             idx = np.array([i for i, t in enumerate(task_of) if t == task])
             q = {"cls": np.array([samples[i][2] for i in idx]), "multi": np.stack([samples[i][3] for i in idx])}
-            lt = task_loss(task, out[task][torch.from_numpy(idx)], q, np.arange(len(idx))).mean()
+            lt = task_loss(task, out[task][torch.from_numpy(idx)], q, np.arange(len(idx)), tcfg.multi_pos_weight).mean()
             per_task[task].append(float(lt.detach()))
             loss = loss + weights[task] * lt
+        if model.pooled and tcfg.evidence_weight > 0:
+            ev = model.entry_evidence(emb)[mask]  # [n_entries, C]
+            ev_loss = F.binary_cross_entropy_with_logits(ev, memory_seen(eps, kept, emb.shape[1])[mask])
+            per_task.setdefault("evidence", []).append(float(ev_loss.detach()))
+            loss = loss + tcfg.evidence_weight * ev_loss
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

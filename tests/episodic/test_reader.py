@@ -68,3 +68,69 @@ def test_training_beats_chance_and_place_embedding_beats_tfifo(syn_episodes) -> 
     chance = 2 * dens / (1 + dens)
     assert s_sat > chance + 0.15, (s_sat, chance)
     assert s_sat > s_t + 0.15, (s_sat, s_t)
+
+
+def _pool_reader() -> SATReader:
+    return SATReader(ReaderConfig(n_labels=3, emb_dim=3, width=16, layers=1, heads=2, max_places=8, max_steps=64))
+
+
+@torch.no_grad()
+def test_place_pool_is_a_union_and_first_visit_stops_at_a_later_visit() -> None:
+    m = _pool_reader()
+    # place 2 shows label 0 then label 1 (one visit), place 3 shows label 2, then place 2 again shows label 2
+    e = torch.tensor([[[5.0, -5, -5], [-5, 5, -5], [-5, -5, 5], [-5, -5, 5]]])
+    step, slot = torch.tensor([[0, 1, 5, 6]]), torch.tensor([[2, 2, 3, 2]])
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    pooled, has, _ = m.place_pool(e, step, slot, mask, torch.tensor([2]), torch.tensor([False]))
+    assert has.item() and (pooled[0] > 0).tolist() == [True, True, True]  # what-was-there: the union
+    pooled, _, n = m.place_pool(e, step, slot, mask, torch.tensor([2]), torch.tensor([True]))
+    assert (pooled[0] > 0).tolist() == [True, True, False]  # step 6 comes after a visit to place 3
+    assert n.item() == 2  # the two entries of the first run
+    assert m.earliest(step, slot, mask, torch.tensor([2])).item() == 0.0
+    assert m.earliest(step, slot, mask, torch.tensor([3])).item() == 5 / 64
+    assert m.earliest(step, slot, mask, torch.tensor([5])).item() == 1.0  # no entry: after every kept one
+    pooled, has, _ = m.place_pool(e, step, slot, mask, torch.tensor([5]), torch.tensor([False]))
+    assert not has.item() and float(pooled.abs().sum()) == 0.0  # the place has no entry: no evidence
+    # without a proof of a later visit, a long step gap to the place's earliest entry is penalised
+    far = torch.tensor([[0, 1, 5, 60]])
+    near_fv, _, _ = m.place_pool(e, step, slot, mask & torch.tensor([[True, True, False, True]]), torch.tensor([2]),
+                              torch.tensor([True]))
+    far_fv, _, _ = m.place_pool(e, far, slot, mask & torch.tensor([[True, True, False, True]]), torch.tensor([2]),
+                             torch.tensor([True]))
+    assert far_fv[0, 2] < near_fv[0, 2] - 1.0
+
+
+@torch.no_grad()
+def test_last_seen_pool_points_at_the_latest_entry_showing_the_label() -> None:
+    m = _pool_reader()
+    # label 1 visible at steps 10 (slot 1) and 20 (slot 4), not at step 30 (slot 6)
+    e = torch.tensor([[[0.0, 6, 0], [0, 6, 0], [0, -6, 0]]])
+    slot, age = torch.tensor([[1, 4, 6]]), torch.tensor([[10, 20, 30]]) / 64.0
+    logp = m.last_seen_pool(e, slot, torch.ones(1, 3, dtype=torch.bool), age, torch.tensor([1]))
+    assert logp.shape == (1, 8) and int(logp.argmax()) == 4
+    assert float(logp[0, 0]) == -30.0  # slots without entries
+    assert torch.allclose(logp.clamp(min=-29).exp().sum(), torch.tensor(1.0), atol=1e-4)
+
+
+def test_weights_without_a_pooled_read_still_load() -> None:
+    from spatial_memory.episodic.encoder import ObservationEncoder
+    from spatial_memory.episodic.memory import Models
+
+    cfg = ReaderConfig(n_labels=3, emb_dim=4, width=16, layers=1, place_pool=False)
+    meta_reader = {k: v for k, v in cfg.to_dict().items() if k != "place_pool"}  # as written before the pooled read
+    meta = {"vocab": ["a", "b", "c"], "reader": meta_reader, "encoder": {"dim": 4}}
+    m = Models.from_state(meta, ObservationEncoder(3, 4).state_dict(), SATReader(cfg).state_dict())
+    assert not m.reader.pooled
+    assert SATReader(ReaderConfig(n_labels=3, emb_dim=4, width=16, layers=1, place_embedding="none")).pooled is False
+
+
+def test_multi_label_loss_weighs_positive_terms() -> None:
+    from spatial_memory.episodic.training import task_loss
+
+    logits = torch.zeros(1, 4)
+    q = {"multi": np.array([[1, 1, 0, 0]], np.float32)}
+    base = task_loss("what_was_there", logits, q, np.array([0]))
+    heavy = task_loss("what_was_there", logits, q, np.array([0]), pos_weight=2.0)
+    # at logit 0 every term is log 2: (2 positives x 2 + 2 negatives) / 4 = 1.5 log 2
+    assert torch.allclose(base, torch.tensor([np.log(2.0)], dtype=torch.float32))
+    assert torch.allclose(heavy, 1.5 * base)
