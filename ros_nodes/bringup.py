@@ -114,6 +114,10 @@ class Bringup:
 
         if self.executor is not None:
             self.executor.shutdown(timeout_sec=2.0)
+        # the spin thread must have left the executor before any node is destroyed: a callback
+        # still running on a destroyed node fails with "cannot use Destroyable" at exit
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
         for n in self.nodes.values():
             close = getattr(n, "close", None)
             if close:
@@ -122,8 +126,6 @@ class Bringup:
         self.nodes.clear()
         if self.context is not None and self.context.ok():
             rclpy.shutdown(context=self.context)
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
         self.executor = self._thread = None
 
     def __enter__(self) -> "Bringup":
