@@ -256,11 +256,13 @@ def run_bench(args: argparse.Namespace) -> dict:
     bts, bok = time_queries(base)
     # One thread: wall ~ CPU time of the query itself, much less sensitive to other processes
     # sharing the machine than the multi-threaded wall time.
+    import cv2
     import numba
 
-    threads = (torch.get_num_threads(), numba.get_num_threads())
+    threads = (torch.get_num_threads(), numba.get_num_threads(), cv2.getNumThreads())
     torch.set_num_threads(1)
     numba.set_num_threads(1)
+    cv2.setNumThreads(1)
     try:
         c0 = time.process_time()
         f1, _ = time_queries(reloc)
@@ -269,6 +271,7 @@ def run_bench(args: argparse.Namespace) -> dict:
     finally:
         torch.set_num_threads(threads[0])
         numba.set_num_threads(threads[1])
+        cv2.setNumThreads(threads[2])
     out = {
         "device": args.device, "source": args.source, "torch_threads": torch.get_num_threads(),
         "image": f"{mapping[0].intrinsics.width}x{mapping[0].intrinsics.height}",
