@@ -20,8 +20,8 @@ from importlib import resources
 import cv2
 import numpy as np
 import torch
-from numba import njit
 import torch.nn.functional as F
+from numba import njit
 
 from spatial_memory.errors import ConfigError, InvalidFrameError
 
