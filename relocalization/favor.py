@@ -60,6 +60,11 @@ class LocateConfig:
     pnp_px: float = 5.0
     final_pnp_px: float = 3.0  # RANSAC threshold of the last round (the pose is close by then)
     min_inliers: int = 20  # PnP inliers of the descriptor rounds; fewer: refuse (12 let a 48 cm pose through)
+    # When no prior reaches min_inliers, the priors are tried once more with a looser ratio test
+    # (repetitive texture, e.g. a wooden floor, fails 0.95) but a higher bar on support, since
+    # looser matching also makes spurious poses easier (> fallback_ratio = off).
+    fallback_ratio: float = 0.98
+    fallback_min_inliers: int = 30
     max_landmarks: int = 5000  # visible landmarks rendered per round, the best-observed first
     # Geometric refinement after the descriptor rounds: every landmark visible from the current
     # pose is associated with the *nearest* candidate detection within a shrinking window
@@ -77,6 +82,8 @@ class LocateConfig:
             raise ConfigError(f"iterations must be >= 1, got {self.iterations}")
         if self.min_inliers < 4:
             raise ConfigError(f"min_inliers must be >= 4 (P3P needs 4 with a check), got {self.min_inliers}")
+        if self.fallback_min_inliers < self.min_inliers:
+            raise ConfigError(f"fallback_min_inliers ({self.fallback_min_inliers}) must be >= min_inliers ({self.min_inliers})")
         if any(w <= 0 for w in self.refine_windows_px) or self.refine_max_px <= 0:
             raise ConfigError(f"refine windows / refine_max_px must be > 0, got {self.refine_windows_px} / {self.refine_max_px}")
         return self
@@ -376,16 +383,29 @@ class FavorRelocalizer:
         # Every retrieved prior is refined (a wrong retrieval can still yield a "successful" pose
         # with few inliers); the pose with the most inliers wins. A well-supported pose ends the
         # search early to bound query time.
+        best = self._search(kp, cand, priors, intrinsics, timings, cfg)
+        if not best.success and cfg.fallback_ratio > cfg.match_ratio:
+            loose = dataclasses.replace(cfg, match_ratio=cfg.fallback_ratio)
+            alt = self._search(kp, cand, priors, intrinsics, timings, loose, cfg.fallback_min_inliers)
+            if alt.success:
+                alt.message += f" (fallback ratio test {cfg.fallback_ratio})"
+                best = alt
+        timings["total"] = time.perf_counter() - t0
+        best.timings = timings
+        return best
+
+    def _search(self, kp: Keypoints, cand: Keypoints | None, priors: list[np.ndarray], intr: CameraIntrinsics,
+                timings: dict, cfg: LocateConfig, final_min_inliers: int | None = None) -> LocalizationResult:
+        """Refine every prior in order; the pose with the most inliers wins, a well-supported one
+        (``early_stop_inliers``) ends the search early to bound query time."""
         best: LocalizationResult | None = None
         for P in priors:
-            res = self._refine(kp, cand, P, intrinsics, timings)
+            res = self._refine(kp, cand, P, intr, timings, cfg, final_min_inliers or cfg.min_inliers)
             if best is None or (res.success, res.inliers) > (best.success, best.inliers):
                 best = res
             if res.success and res.inliers >= cfg.early_stop_inliers:
                 break
         assert best is not None
-        timings["total"] = time.perf_counter() - t0
-        best.timings = timings
         return best
 
     def locate_frame(self, frame: Frame, prior: np.ndarray | None = None) -> LocalizationResult:
@@ -407,9 +427,12 @@ class FavorRelocalizer:
         return vis, uv
 
     def _refine(
-        self, kp: Keypoints, cand: Keypoints | None, T: np.ndarray, intr: CameraIntrinsics, timings: dict
+        self, kp: Keypoints, cand: Keypoints | None, T: np.ndarray, intr: CameraIntrinsics, timings: dict,
+        cfg: LocateConfig, final_min_inliers: int,
     ) -> LocalizationResult:
-        cfg, f = self.config, self.map.fields
+        """Descriptor rounds (each needs ``min_inliers``; the last one ``final_min_inliers``), then
+        the geometric refinement rounds."""
+        f = self.map.fields
         inliers, n_match, it = 0, 0, 0
         cache = RenderCache(f, cfg.rerender_distance_m)
 
@@ -441,9 +464,11 @@ class FavorRelocalizer:
                     False, None, inliers, 0.0, f"{inliers} PnP inliers < {cfg.min_inliers} (round {it})", it
                 )
             T = T_new
+        if inliers < final_min_inliers:
+            return LocalizationResult(False, None, inliers, 0.0, f"{inliers} PnP inliers < {final_min_inliers} after {it} rounds", it)
         rounds = f"{it} rounds"
         if cand is not None and len(cand):
-            T, inliers, n_match, done = self._refine_geometric(cand, T, intr, cache, timings, inliers, n_match)
+            T, inliers, n_match, done = self._refine_geometric(cand, T, intr, cache, timings, inliers, n_match, cfg)
             rounds += f" + {done} refinement rounds"
         kfs = self.map.keyframes
         far = far_from_map(T, kfs.poses, cfg.max_keyframe_distance_m)
@@ -453,7 +478,7 @@ class FavorRelocalizer:
         return LocalizationResult(True, T, inliers, conf, f"{inliers}/{n_match} inliers after {rounds}", it)
 
     def _refine_geometric(self, cand: Keypoints, T: np.ndarray, intr: CameraIntrinsics, cache: "RenderCache",
-                          timings: dict, inliers: int, n_match: int) -> tuple[np.ndarray, int, int, int]:
+                          timings: dict, inliers: int, n_match: int, cfg: LocateConfig) -> tuple[np.ndarray, int, int, int]:
         """Shrinking-window rounds against the candidate detections (see ``LocateConfig``).
 
         Once the pose is good to a pixel or two, the nearest detection with a compatible rendered
@@ -461,7 +486,7 @@ class FavorRelocalizer:
         window, and weak detections near predicted landmarks add correspondences; both cut the
         error of the final pose. A round that finds too little support keeps the previous pose.
         """
-        cfg, f = self.config, self.map.fields
+        f = self.map.fields
         done = 0
         for w in cfg.refine_windows_px:
             t = time.perf_counter()

@@ -194,3 +194,21 @@ def test_refinement_rounds_add_support_and_render_cache_follows_the_camera(favor
     assert np.allclose(moved, favor_map.fields.render(np.array([5.0, 0.0, 0.0]), idx), atol=1e-6)
     with pytest.raises(ConfigError, match="refine"):
         dataclasses.replace(base_cfg, refine_windows_px=(0.0,)).validate()
+
+
+def test_looser_ratio_fallback_only_when_the_strict_pass_fails(favor_map, icl_queries, few_threads):
+    """A ratio test strict enough to reject everything fails; the fallback pass (looser ratio,
+    higher inlier bar) then localises, and says so; with the fallback off the query fails."""
+    import dataclasses
+
+    q = icl_queries[0]
+    cfg = dataclasses.replace(favor_map.config.locate, match_ratio=0.3, fallback_ratio=0.95)
+    res = FavorRelocalizer(favor_map, cfg).locate(q.rgb, q.intrinsics)
+    assert res.success and "fallback" in res.message and res.inliers >= cfg.fallback_min_inliers
+    assert pose_error(res.T_world_camera, q.T_world_camera)[0] < 0.05
+    off = FavorRelocalizer(favor_map, dataclasses.replace(cfg, fallback_ratio=0.3)).locate(q.rgb, q.intrinsics)
+    assert not off.success
+    normal = FavorRelocalizer(favor_map).locate(q.rgb, q.intrinsics)
+    assert normal.success and "fallback" not in normal.message
+    with pytest.raises(ConfigError, match="fallback_min_inliers"):
+        dataclasses.replace(cfg, fallback_min_inliers=5).validate()
