@@ -11,10 +11,13 @@ localises a query image:
 3. render one descriptor per visible landmark along the ray from the prior camera centre;
 4. mutual-NN match against the query keypoints' descriptors (cosine + ratio thresholds),
    restricted to a window around each projection after the first round;
-5. PnP-RANSAC (poselib, 5 px) with LM refinement on the inliers; repeat from the new pose.
+5. PnP-RANSAC (poselib, 5 px) with LM refinement on the inliers; repeat from the new pose;
+6. geometric refinement: associate every visible landmark with the nearest compatible detection
+   of a denser candidate set in shrinking windows (4, 1.5 px) and solve again (ours).
 
 A result is a success only with at least ``min_inliers`` PnP inliers; a blank image, or a
-prior from which no landmark is visible, fails instead of returning a guess.
+prior from which no landmark is visible, fails instead of returning a guess. When no prior
+succeeds, one more pass with a looser ratio test must reach ``fallback_min_inliers``.
 """
 
 from __future__ import annotations
