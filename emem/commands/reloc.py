@@ -63,15 +63,6 @@ def load_mapping_frames(source: str, frames: int, every: int, seed: int = 0, pro
     return out
 
 
-def load_sequence(source: str, frames: int, seed: int = 0) -> list:
-    """The first ``frames`` posed frames of a source, in order (every frame, for map/query splits)."""
-    if source == "icl":
-        from relocalization.icl import load_icl_frames
-
-        return load_icl_frames(_icl_root(), list(range(min(frames, 211))))
-    return load_mapping_frames(source, frames, 1, seed=seed, progress=False)
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reloc", help="FaVoR relocalization maps")
     rs = p.add_subparsers(dest="reloc_command", required=True)
@@ -188,7 +179,8 @@ def run_eval(args: argparse.Namespace) -> dict:
         ds = icl_dataset(_icl_root())
         primary = "real"
     else:  # any posed sequence: map on every 3rd frame, query on unused ones
-        ds = split_sequence(args.source, load_sequence(args.source, 5 * args.frames), max_queries=args.queries)
+        seq = load_mapping_frames(args.source, 5 * args.frames, 1, seed=args.seed, progress=False)
+        ds = split_sequence(args.source, seq, max_queries=args.queries)
         primary = "real"
     r = compare(ds, plot_dir=args.plot_dir)
     out = {
@@ -224,16 +216,13 @@ def run_bench(args: argparse.Namespace) -> dict:
 
     from relocalization.baseline import KeyframeBaseline
     from relocalization.favor import FavorConfig, FavorMap, FavorRelocalizer
+    from relocalization.evaluate import split_sequence
     from relocalization.mapping import build_landmarks, extract_sequence
     from relocalization.voxels import make_training_data
-    from spatial_memory.errors import EmptyMapError
 
-    seq = load_sequence(args.source, 3 * args.map_frames)
-    mapping = seq[::3]
-    step = max(1, len(seq) // max(args.queries, 1))
-    queries = [seq[i] for i in range(1, len(seq), step) if i % 3 != 0][: args.queries]
-    if len(mapping) < 2 or not queries:
-        raise EmptyMapError(f"--source {args.source}: {len(seq)} posed frames are too few to map and query")
+    seq = load_mapping_frames(args.source, 3 * args.map_frames, 1, progress=False)
+    ds = split_sequence(args.source, seq, 3, max(1, len(seq) // max(args.queries, 1)), args.queries)
+    mapping, queries = ds.mapping, ds.queries["real"]
     cfg = FavorConfig()
     t = time.perf_counter()
     fmap = FavorMap.build(mapping, cfg, progress=False)
