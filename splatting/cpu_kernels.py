@@ -350,6 +350,14 @@ def bin_gaussians(bbox: np.ndarray, depths: np.ndarray, width: int, height: int,
 
 
 # --------------------------------------------------------------------------- compositing
+@njit(cache=True, inline="always")
+def _tile_rect(t, tiles_x, tile_size, width, height):
+    """Pixel rectangle ``[y0, y1) x [x0, x1)`` of row-major tile ``t``, clipped to the image."""
+    y0 = (t // tiles_x) * tile_size
+    x0 = (t % tiles_x) * tile_size
+    return y0, x0, min(y0 + tile_size, height), min(x0 + tile_size, width)
+
+
 @njit(parallel=True, cache=True, fastmath=False)
 def raster_fwd(
     means2d, conics, opacities, colors, depths, bbox, offsets, gids, width, height, tile_size,
@@ -364,10 +372,7 @@ def raster_fwd(
     tiles_x = (width + tile_size - 1) // tile_size
     n_tiles = offsets.shape[0] - 1
     for t in prange(n_tiles):
-        y0 = (t // tiles_x) * tile_size
-        x0 = (t % tiles_x) * tile_size
-        y1 = min(y0 + tile_size, height)
-        x1 = min(x0 + tile_size, width)
+        y0, x0, y1, x1 = _tile_rect(t, tiles_x, tile_size, width, height)
         th, tw = y1 - y0, x1 - x0
         T = np.ones((th, tw))
         acc = np.zeros((th, tw, n_ch))
@@ -437,10 +442,7 @@ def raster_bwd(
     tiles_x = (width + tile_size - 1) // tile_size
     n_tiles = offsets.shape[0] - 1
     for t in prange(n_tiles):
-        y0 = (t // tiles_x) * tile_size
-        x0 = (t % tiles_x) * tile_size
-        y1 = min(y0 + tile_size, height)
-        x1 = min(x0 + tile_size, width)
+        y0, x0, y1, x1 = _tile_rect(t, tiles_x, tile_size, width, height)
         th, tw = y1 - y0, x1 - x0
         s = offsets[t]
         T = np.empty((th, tw))
