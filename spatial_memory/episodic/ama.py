@@ -299,6 +299,7 @@ def train_policy(env: AllocationEnv, pcfg: PolicyConfig, progress: bool = True,
     ``policy.state_dict()`` as safetensors)."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.logger import Logger
     from tqdm import tqdm
 
     class _Progress(BaseCallback):
@@ -316,6 +317,9 @@ def train_policy(env: AllocationEnv, pcfg: PolicyConfig, progress: bool = True,
     model = PPO("MlpPolicy", env, n_steps=pcfg.n_steps, batch_size=pcfg.batch_size, learning_rate=pcfg.learning_rate,
                 ent_coef=pcfg.ent_coef, clip_range=pcfg.clip_range, gamma=1.0, gae_lambda=0.95, n_epochs=8,
                 seed=pcfg.seed, verbose=0, policy_kwargs={"net_arch": list(pcfg.net_arch)}, device="cpu")
+    # sb3's default logger creates a /tmp/SB3-<date> folder on every learn(); an explicit logger with
+    # no outputs writes nothing (set before learn(), it is kept as a custom logger)
+    model.set_logger(Logger(folder=None, output_formats=[]))
     if teacher is not None and pcfg.bc_epochs > 0:
         obs, acts = collect_demos(env, teacher)
         acc = behaviour_clone(model.policy, obs, acts, pcfg.bc_epochs, seed=pcfg.seed)

@@ -6,7 +6,9 @@ This module turns such a record into what the memory experiments need, without i
 simulator: place ids from :class:`~spatial_memory.episodic.store.PlaceClusterer` on camera
 positions (never room ids), relabelled into random slots, and four query types:
 
-* ``what_was_there``  place p -> multi-hot of the categories ever seen from p.
+* ``what_was_there``  place p -> multi-hot of the categories ever seen from p, scored only over
+  the episode's *distinctive* categories (seen from at most half of its places, see
+  :func:`distinctive_categories`); query places show at least one of them.
 * ``last_seen``       category c -> the place of the last frame in which c was visible.
 * ``first_visit``     place p -> multi-hot of the categories seen during p's first visit
   (places whose view changed are preferred, so old memories matter).
@@ -38,7 +40,10 @@ log = logging.getLogger(__name__)
 TASKS: tuple[str, ...] = ("what_was_there", "last_seen", "first_visit", "order")
 MULTI_LABEL_TASKS = ("what_was_there", "first_visit")
 STRUCTURE = frozenset({"wall", "floor", "ceiling", "door_frame", "window", "door"})
-EPISODE_FORMAT = 4  # bump whenever generation changes: it is part of the cache key
+EPISODE_FORMAT = 5  # bump whenever generation changes: it is part of the cache key (5: what_was_there masks)
+# a category seen from more than this share of an episode's places is answered by its label prior
+# under any memory, so what_was_there does not score it (see distinctive_categories)
+DISTINCTIVE_MAX_SHARE = 0.5
 _NOT_WALK = ("place_radius", "place_slots", "queries_per_task")
 
 
@@ -89,7 +94,8 @@ class Episode:
         seen: ``[T, C] bool`` categories visible per step (ground truth, used for targets).
         rooms: ``[T] int64`` simulator room id (evaluation only, never read by memories).
         visit: ``[T] int64`` walk visit index of each step.
-        queries: ``{task: {"args": [Q, 2] int64, "cls": [Q] int64, "multi": [Q, C] float32}}``.
+        queries: ``{task: {"args": [Q, 2] int64, "cls": [Q] int64, "multi": [Q, C] float32}}``;
+            what_was_there also has ``"mask": [Q, C] float32``, the categories it is scored on.
         moves: the object moves (step, label, from/to room) for reports.
         embeddings: ``[T, D] float32`` once an encoder has been applied.
     """
@@ -177,6 +183,26 @@ def task_targets(places: np.ndarray, seen: np.ndarray) -> dict:
     return {"ever": ever, "first": first, "first_step": first_step, "last_place": last_place}
 
 
+def distinctive_categories(ever: dict[int, np.ndarray], max_share: float = DISTINCTIVE_MAX_SHARE) -> np.ndarray:
+    """``[C] bool``: categories seen from at most ``max_share`` of the episode's places.
+
+    Why: a category seen from most places (cabinet from ~80 % of them) is predicted correctly from
+    its label prior whether or not memory kept the place, so scoring it measures priors, not
+    memory; it is the same reasoning that keeps walls and floors out of the vocabulary. Categories
+    the episode never showed stay in (predicting one is an error a memory can avoid). When no
+    category seen in the episode qualifies (e.g. an episode with a single place) every category
+    counts.
+
+    Args:
+        ever: ``{place: [C] bool}`` categories ever seen from each place (``task_targets()["ever"]``).
+    """
+    if not ever:
+        raise ConfigError("distinctive_categories needs at least one place")
+    share = np.stack([np.asarray(v, bool) for v in ever.values()]).mean(0)
+    dist = share <= max_share
+    return dist if (dist & (share > 0)).any() else np.ones_like(dist)
+
+
 def make_queries(places: np.ndarray, seen: np.ndarray, visit: np.ndarray, rng: np.random.Generator, q: int,
                  moved: list[int]) -> dict[str, dict[str, np.ndarray]]:
     """``q`` queries per task with their answers (see module docstring)."""
@@ -189,8 +215,11 @@ def make_queries(places: np.ndarray, seen: np.ndarray, visit: np.ndarray, rng: n
         return {"args": np.asarray(args, np.int64).reshape(-1, 2), "cls": np.asarray(cls, np.int64),
                 "multi": np.asarray(multi, np.float32).reshape(-1, C)}
 
-    ps = rng.choice(P, size=q)
+    dist = distinctive_categories(tg["ever"])
+    # a place that showed no distinctive category has nothing for memory to recall: ask about the others
+    ps = rng.choice(distinctive_places(tg["ever"], dist) or P, size=q)
     out["what_was_there"] = pack([[p, -1] for p in ps], [-1] * q, [tg["ever"][p] for p in ps])
+    out["what_was_there"]["mask"] = np.tile(dist.astype(np.float32), (q, 1))
     changed = [p for p in P if not np.array_equal(tg["first"][p], tg["ever"][p])]
     ps = [changed[int(rng.integers(len(changed)))] if changed and rng.random() < 0.75 else P[int(rng.integers(len(P)))] for _ in range(q)]
     out["first_visit"] = pack([[p, -1] for p in ps], [-1] * q, [tg["first"][p] for p in ps])
@@ -204,6 +233,11 @@ def make_queries(places: np.ndarray, seen: np.ndarray, visit: np.ndarray, rng: n
         pairs.append(np.array([a, b] if k % 2 == 0 else [b, a]))
     out["order"] = pack(pairs, [int(tg["first_step"][a] < tg["first_step"][b]) for a, b in pairs], np.zeros((q, C)))
     return out
+
+
+def distinctive_places(ever: dict[int, np.ndarray], dist: np.ndarray) -> list[int]:
+    """Sorted places that showed at least one category of ``dist: [C] bool``."""
+    return sorted(p for p, v in ever.items() if (np.asarray(v, bool) & dist).any())
 
 
 # ----------------------------------------------------------------------------- cache
@@ -289,11 +323,14 @@ def score_predictions(task: str, pred: np.ndarray, q: dict[str, np.ndarray]) -> 
     """Per-query score in [0, 1].
 
     Multi-label tasks: F1 of the predicted set (``pred: [Q, C] bool``) against the answer (1 when
-    both are empty). Classification tasks: exact match of ``pred: [Q] int``.
+    both are empty), both restricted to ``q["mask"]`` (``[Q, C]``) when the queries carry one
+    (what_was_there: the episode's distinctive categories). Classification tasks: exact match of
+    ``pred: [Q] int``.
     """
     if task in MULTI_LABEL_TASKS:
-        t = q["multi"] > 0.5
-        p = np.asarray(pred, bool)
+        keep = q["mask"] > 0.5 if "mask" in q else True
+        t = (q["multi"] > 0.5) & keep
+        p = np.asarray(pred, bool) & keep
         tp = (p & t).sum(1)
         denom = p.sum(1) + t.sum(1)
         return np.where(denom == 0, 1.0, 2.0 * tp / np.maximum(denom, 1))

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from .reader import TASK_INDEX, ReaderConfig, SATReader
 from .store import ACTIONS, STRATEGIES, simulate_kept
-from .tasks import MULTI_LABEL_TASKS, TASKS, Episode, score_predictions, task_targets
+from .tasks import (MULTI_LABEL_TASKS, TASKS, Episode, distinctive_categories, distinctive_places, score_predictions,
+                    task_targets)
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,17 @@ def task_loss(task: str, logits: torch.Tensor, q: dict[str, np.ndarray], idx: np
 
     ``pos_weight`` scales the positive terms of the multi-label BCE: decoding ``logit > 0`` then
     means ``p > 1 / (1 + pos_weight)``, which suits the F1 score (plain BCE's 0.5 threshold is too
-    conservative for F1 when a few of many categories are positive).
+    conservative for F1 when a few of many categories are positive). When ``q`` has a ``"mask"``
+    (``[Q, C]``, what_was_there's distinctive categories) the BCE averages over the masked
+    categories only, as the score does.
     """
     if task in MULTI_LABEL_TASKS:
         pw = torch.full((logits.shape[1],), float(pos_weight))
-        return F.binary_cross_entropy_with_logits(logits, torch.from_numpy(q["multi"][idx]), reduction="none",
-                                                  pos_weight=pw).mean(1)
+        bce = F.binary_cross_entropy_with_logits(logits, torch.from_numpy(q["multi"][idx]), reduction="none", pos_weight=pw)
+        if "mask" not in q:
+            return bce.mean(1)
+        m = torch.from_numpy(np.asarray(q["mask"][idx], np.float32))
+        return (bce * m).sum(1) / m.sum(1).clamp(min=1.0)
     # divided by the chance-level loss log(K) so the 32-way last-seen loss does not drown the 2-way order loss
     ce = F.cross_entropy(logits, torch.from_numpy(q["cls"][idx]).clamp(0, logits.shape[1] - 1), reduction="none")
     return ce / math.log(logits.shape[1])
@@ -116,20 +122,28 @@ class QuerySampler:
             tg["places"] = sorted(tg["ever"])
             tg["changed"] = [p for p in tg["places"] if not np.array_equal(tg["first"][p], tg["ever"][p])]
             tg["labels"] = sorted(tg["last_place"])
+            tg["distinctive"] = distinctive_categories(tg["ever"])
+            tg["wwt_places"] = distinctive_places(tg["ever"], tg["distinctive"]) or tg["places"]
             self._tables[ep.name] = tg
         return self._tables[ep.name]
 
-    def sample(self, ep: Episode, task: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
-        """Returns ``(perm [max place id + 1], args [2], cls, multi [C])`` in permuted slot ids."""
+    def sample(self, ep: Episode, task: str,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]:
+        """Returns ``(perm [max place id + 1], args [2], cls, multi [C], mask [C])`` in permuted slot
+        ids; ``mask`` = the categories the task is scored on (what_was_there: the distinctive ones,
+        drawn like :func:`tasks.make_queries` draws them; all ones otherwise)."""
         tg = self.tables(ep)
         P = tg["places"]
         perm = rng.permutation(self.n_slots)[: int(ep.places.max()) + 1]
         C = ep.seen.shape[1]
         multi = np.zeros(C, np.float32)
+        mask = np.ones(C, np.float32)
         cls = -1
         if task == "what_was_there":
-            p = P[int(rng.integers(len(P)))]
+            pool = tg["wwt_places"]
+            p = pool[int(rng.integers(len(pool)))]
             args, multi = np.array([perm[p], -1]), tg["ever"][p].astype(np.float32)
+            mask = tg["distinctive"].astype(np.float32)
         elif task == "first_visit":
             pool = tg["changed"] if tg["changed"] and rng.random() < 0.75 else P
             p = pool[int(rng.integers(len(pool)))]
@@ -140,7 +154,7 @@ class QuerySampler:
         else:
             a, b = (rng.choice(P, 2, replace=False) if len(P) > 1 else (P[0], P[0]))
             args, cls = np.array([perm[a], perm[b]]), int(tg["first_step"][a] < tg["first_step"][b])
-        return perm, args, cls, multi
+        return perm, args, cls, multi, mask
 
 
 @dataclass
@@ -196,7 +210,8 @@ def train_reader(episodes: list[Episode], rcfg: ReaderConfig, tcfg: TrainConfig,
         loss = torch.zeros(())
         for task in tasks:
             idx = np.array([i for i, t in enumerate(task_of) if t == task])
-            q = {"cls": np.array([samples[i][2] for i in idx]), "multi": np.stack([samples[i][3] for i in idx])}
+            q = {"cls": np.array([samples[i][2] for i in idx]), "multi": np.stack([samples[i][3] for i in idx]),
+                 "mask": np.stack([samples[i][4] for i in idx])}
             lt = task_loss(task, out[task][torch.from_numpy(idx)], q, np.arange(len(idx)), tcfg.multi_pos_weight).mean()
             per_task[task].append(float(lt.detach()))
             loss = loss + weights[task] * lt

@@ -110,3 +110,15 @@ def test_behaviour_cloning_reproduces_the_teacher(env: AllocationEnv) -> None:
     scores = np.random.default_rng(0).random((3, len(TASKS), 5, 2))
     best = best_fixed_actions(scores, TASKS, (16, 32), ("fifo", "lifo", "mvfo", "lvfo", "sat_pm"))
     assert best[("order", 32)] == scores.mean(0)[3, :, 1].argmax()  # strategy i <-> action i
+
+
+def test_policy_training_writes_no_logger_folders(env: AllocationEnv, tmp_path, monkeypatch) -> None:
+    import tempfile
+
+    from spatial_memory.episodic.ama import PolicyConfig, train_policy
+
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where sb3's default logger would create SB3-<date>
+    model = train_policy(env, PolicyConfig(total_timesteps=64, n_steps=32, batch_size=16, bc_epochs=0), progress=False)
+    assert model.num_timesteps >= 64
+    assert list(tmp_path.iterdir()) == []

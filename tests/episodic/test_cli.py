@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from emem.cli import main
+from emem.episodic_experiment import sat_minus_tfifo_table
 
 
 @pytest.mark.slow
@@ -18,13 +20,21 @@ def test_train_eval_bench_tiny(tmp_path, capsys) -> None:
     capsys.readouterr()
     assert main(["eval", "episodic", "--json", "--config", "tiny", "--weights", str(w), "--cache", cache, "--no-progress"]) == 0
     res = json.loads(capsys.readouterr().out)
-    for key in ("sat_minus_tfifo_min", "sat_best_minus_tfifo_min", "ama_bandit_best_choice_rate", "ama_bandit_regret_points",
+    for key in ("sat_minus_tfifo_min", "sat_fifo_minus_tfifo_min", "sat_best_minus_tfifo_min",
+                "ama_bandit_best_choice_rate", "ama_bandit_regret_points",
                 "ama_policy_minus_best_fixed_mixed", "accuracy", "oracle", "strategy_margin"):
         assert key in res
     assert set(res["accuracy"]) == {"what_was_there", "last_seen", "first_visit", "order"}
     row = res["accuracy"]["order"]["16"]
     assert all(0.0 <= row[s] <= 100.0 for s in ("fifo", "lifo", "mvfo", "lvfo", "sat_pm", "t_fifo"))
     assert 0.0 <= res["ama_bandit_best_choice_rate"] <= 1.0 and res["ama_bandit_regret_points"] >= 0.0
+    # the headline margin uses the strategy the (validation-trained) bandit chose per (task, budget)
+    for task, per_budget in res["sat_minus_tfifo_per_budget"].items():
+        for L, margin in per_budget.items():
+            chosen = res["ama_bandit_choices"][task][L]
+            assert margin == pytest.approx(res["accuracy"][task][L][chosen] - res["accuracy"][task][L]["t_fifo"], abs=0.02)
+        assert res["sat_minus_tfifo"][task] == min(per_budget.values())
+    assert res["sat_minus_tfifo_min"] == min(res["sat_minus_tfifo"].values())
     orow = res["oracle"]["order"]["16"]
     assert orow["best_strategy"] in ("fifo", "lifo", "mvfo", "lvfo", "sat_pm") and orow["margin"] >= 0.0
     # the bandit can be retrained alone; the policy survives the rewrite
@@ -43,3 +53,16 @@ def test_bad_arguments(tmp_path) -> None:
     assert main(["episodic", "train", "--task", "order", "--config", "tiny"]) == 2  # single task needs --out
     assert main(["episodic", "train", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path)]) == 2
     assert main(["eval", "episodic", "--config", "tiny", "--weights", str(tmp_path / "nothing")]) == 2
+
+
+def test_headline_margin_uses_the_chosen_strategy_not_the_best() -> None:
+    N, budgets = 3, (32, 64)
+    S = np.zeros((N, 4, 5, 2))  # [episodes, tasks, strategies (fifo, lifo, mvfo, lvfo, sat_pm), budgets]
+    S[:, :, 4] = 0.9  # sat_pm is the best strategy everywhere ...
+    S[:, :, 1] = 0.6  # ... but the allocator chose lifo
+    S[:, 2, 1, 1] = 0.5  # first_visit at L = 64 is its weakest cell
+    St = np.full((N, 4, 2), 0.4)
+    choice = {t: {"32": "lifo", "64": "lifo"} for t in ("what_was_there", "last_seen", "first_visit", "order")}
+    out = sat_minus_tfifo_table(S, St, choice, budgets)
+    assert out["sat_minus_tfifo_per_budget"]["order"] == {"32": 20.0, "64": 20.0}
+    assert out["sat_minus_tfifo"]["first_visit"] == 10.0 and out["sat_minus_tfifo_min"] == 10.0

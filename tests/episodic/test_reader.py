@@ -134,3 +134,30 @@ def test_multi_label_loss_weighs_positive_terms() -> None:
     # at logit 0 every term is log 2: (2 positives x 2 + 2 negatives) / 4 = 1.5 log 2
     assert torch.allclose(base, torch.tensor([np.log(2.0)], dtype=torch.float32))
     assert torch.allclose(heavy, 1.5 * base)
+
+
+def test_multi_label_loss_ignores_masked_categories() -> None:
+    from spatial_memory.episodic.training import QuerySampler, task_loss
+
+    logits = torch.tensor([[5.0, 0.0, 0.0, -9.0]])
+    q = {"multi": np.array([[0, 1, 0, 0]], np.float32), "mask": np.array([[0, 1, 1, 0]], np.float32)}
+    masked = task_loss("what_was_there", logits, q, np.array([0]))
+    # only categories 1 and 2 count: both at logit 0 -> log 2 each; the wrong, confident category 0 does not
+    assert torch.allclose(masked, torch.tensor([np.log(2.0)], dtype=torch.float32))
+    assert float(task_loss("what_was_there", logits, {"multi": q["multi"]}, np.array([0]))) > float(masked) + 0.5
+    # the training sampler draws what_was_there masks like the cached queries: categories seen from
+    # more than half of the places are never scored
+    from spatial_memory.episodic.tasks import Episode
+
+    places = np.repeat(np.arange(4), 6)
+    seen = np.zeros((24, 4), bool)
+    seen[:, 0] = True
+    seen[places == 1, 2] = True
+    ep = Episode("m", np.zeros((1, 2, 2, 3), np.uint8), np.zeros(24, np.int64), np.zeros((24, 3)), np.zeros(24), places,
+                 seen, places, places, {})
+    rng = np.random.default_rng(0)
+    sampler = QuerySampler(8)
+    for _ in range(10):
+        perm, args, _, multi, mask = sampler.sample(ep, "what_was_there", rng)
+        assert mask.tolist() == [0, 1, 1, 1] and args[0] == perm[1]  # place 1 is the only one with a distinctive view
+        assert sampler.sample(ep, "first_visit", rng)[4].tolist() == [1, 1, 1, 1]

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from sim.episodes import WalkConfig, generate_record, scene_vocab, visit_plan
-from spatial_memory.episodic.tasks import (TASKS, EpisodeConfig, SplitConfig, episode_from_record, load_episode,
-                                           load_split, place_runs, save_episode, score_predictions, task_targets)
+from spatial_memory.episodic.tasks import (TASKS, EpisodeConfig, SplitConfig, distinctive_categories, episode_from_record,
+                                           load_episode, load_split, make_queries, place_runs, save_episode,
+                                           score_predictions, task_targets)
 from spatial_memory.errors import ConfigError
 
 CFG = EpisodeConfig(scene_generator="toy", n_rooms=3, n_steps=64, frames_per_visit=(4, 6), spots_per_room=1, first_tour=2,
@@ -86,8 +87,10 @@ def test_episode_cache_round_trip(episode, vocab, tmp_path) -> None:
     np.testing.assert_array_equal(back.rgb, episode.rgb)
     np.testing.assert_array_equal(back.places, episode.places)
     for task in TASKS:
-        for k in ("args", "cls", "multi"):
+        assert set(back.queries[task]) == set(episode.queries[task])
+        for k in episode.queries[task]:
             np.testing.assert_array_equal(back.queries[task][k], episode.queries[task][k])
+    assert "mask" in back.queries["what_was_there"]
     assert back.moves == episode.moves
     split = SplitConfig(train_scenes=(1, 2), walks=1)
     calls = []
@@ -110,6 +113,41 @@ def test_scoring() -> None:
     s = score_predictions("what_was_there", np.array([[1, 0, 0], [0, 0, 0]], bool), q)
     np.testing.assert_allclose(s, [2 / 3, 1.0])
     np.testing.assert_allclose(score_predictions("last_seen", np.array([2, 1]), q), [1.0, 0.0])
+
+
+def test_scoring_with_a_category_mask() -> None:
+    # category 0 (common) is predicted and true but not scored; categories 1, 2 are
+    q = {"multi": np.array([[1, 1, 0], [1, 0, 0]], np.float32), "mask": np.array([[0, 1, 1], [0, 1, 1]], np.float32)}
+    s = score_predictions("what_was_there", np.array([[1, 1, 1], [1, 0, 0]], bool), q)
+    np.testing.assert_allclose(s, [2 / 3, 1.0])  # 1 tp, 1 fp among {1, 2}; nothing distinctive, nothing predicted
+    unmasked = score_predictions("what_was_there", np.array([[1, 1, 1], [1, 0, 0]], bool), {"multi": q["multi"]})
+    np.testing.assert_allclose(unmasked, [0.8, 1.0])
+
+
+def test_distinctive_categories_exclude_what_most_places_show() -> None:
+    # 4 places; category 0 seen from all, 1 from 3, 2 from 2 (= half), 3 from 1, 4 from none
+    ever = {p: np.array(r, bool) for p, r in enumerate([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]])}
+    assert distinctive_categories(ever).tolist() == [False, False, True, True, True]
+    assert distinctive_categories({0: np.array([1, 1, 0], bool)}).tolist() == [True, True, True]  # one place: no contrast
+    with pytest.raises(ConfigError):
+        distinctive_categories({})
+
+
+def test_what_was_there_queries_carry_the_episode_mask() -> None:
+    rng = np.random.default_rng(0)
+    places = np.repeat(np.arange(6), 8)  # 6 places visited once each
+    seen = np.zeros((48, 5), bool)
+    seen[:, 0] = True  # seen from every place: a prior answers it
+    seen[places < 4, 1] = True  # 4 of 6 places: not distinctive
+    seen[places == 2, 2] = True
+    seen[places == 5, 3] = True
+    q = make_queries(places, seen, places.copy(), rng, 20, moved=[])["what_was_there"]
+    np.testing.assert_array_equal(q["mask"], np.tile([0, 0, 1, 1, 1], (20, 1)))
+    assert set(q["args"][:, 0].tolist()) <= {2, 5}  # only places that showed something distinctive are asked
+    # the label prior "every place shows 0 and 1" scores 0 under the mask, the place's own categories 1
+    prior = np.tile([True, True, False, False, False], (20, 1))
+    assert score_predictions("what_was_there", prior, q).max() == 0.0
+    assert score_predictions("what_was_there", q["multi"] > 0.5, q).min() == 1.0
 
 
 def test_bad_configs(vocab) -> None:
