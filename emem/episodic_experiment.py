@@ -25,6 +25,7 @@ from spatial_memory.errors import ConfigError
 
 from spatial_memory.episodic.ama import (AllocationEnv, PolicyConfig, StrategyBandit, bandit_context, best_fixed_actions,
                                          make_policy, run_policy, train_policy, train_strategy_bandit)
+from spatial_memory.episodic.calibration import META_KEY, OFFSETS_VERSION, DEFAULT_GRID, Offsets, calibrate_offsets
 from spatial_memory.episodic.encoder import encode, train_encoder
 from spatial_memory.episodic.memory import DEFAULT_WEIGHTS, Models
 from spatial_memory.episodic.oracle import oracle_scores
@@ -174,15 +175,20 @@ def run_training(cfg: ExperimentConfig, out: Path, task: str = "mixed", cache_di
         times["tfifo_s"] = tf_stats["seconds"]
         models.tfifo_state = tfifo.state_dict()
     meta: dict[str, Any] = {"task": task, "config": _config_dict(cfg), "encoder_stats": enc_stats, "reader_stats": rd_stats}
+    # decision thresholds of the F1-scored answers, fitted on validation before anything is scored there
+    t0 = time.perf_counter()
+    meta[META_KEY] = calibrate(cfg, models, splits["val"], tasks, cache, progress)
+    times["calibrate_s"] = time.perf_counter() - t0
+    offsets = meta[META_KEY]["reader"]
     if with_ama and task == "mixed":
         t0 = time.perf_counter()
-        val_scores = score_matrix(reader, splits["val"], TASKS, STRATEGIES, tuple(cfg.budgets), cache, progress)
+        val_scores = score_matrix(reader, splits["val"], TASKS, STRATEGIES, tuple(cfg.budgets), cache, progress, offsets)
         times["val_scores_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         meta["bandit"] = fit_bandit(cfg, val_scores).state()
         times["bandit_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        state, meta["policy"] = fit_policy(cfg, splits["val"], reader, val_scores, progress)
+        state, meta["policy"] = fit_policy(cfg, splits["val"], reader, val_scores, progress, offsets)
         times["policy_s"] = time.perf_counter() - t0
         models.policy_state = state
     times["total_s"] = sum(times.values())
@@ -193,6 +199,28 @@ def run_training(cfg: ExperimentConfig, out: Path, task: str = "mixed", cache_di
     return meta
 
 
+def calibrate(cfg: ExperimentConfig, models: Models, val: list[Episode], tasks: tuple[str, ...] = TASKS,
+              cache: KeptCache | None = None, progress: bool = True) -> dict:
+    """Fit the decision offsets of the SAT reader (on the memories of every fixed strategy) and of
+    the T-FIFO baseline (on its own FIFO memories, so the baseline gets the same treatment) on the
+    validation split ``val`` (with embeddings).
+
+    Returns:
+        The ``meta.json`` block stored under ``calibration.META_KEY``.
+    """
+    budgets = tuple(cfg.budgets)
+    cache = cache or KeptCache()
+    offsets, val_f1 = calibrate_offsets(models.reader, val, STRATEGIES, budgets, tasks, cache, DEFAULT_GRID, progress)
+    block: dict[str, Any] = {"version": OFFSETS_VERSION, "grid": list(DEFAULT_GRID), "split": "val",
+                             "reader": offsets, "val_f1": val_f1}
+    if models.tfifo_state is not None:
+        tfifo = SATReader(ReaderConfig(**{**models.reader.cfg.to_dict(), "place_embedding": "none", "read": "flat"}))
+        tfifo.load_state_dict(models.tfifo_state)
+        block["tfifo"], block["tfifo_val_f1"] = calibrate_offsets(tfifo, val, ("fifo",), budgets, tasks, cache,
+                                                                  DEFAULT_GRID, progress)
+    return block
+
+
 def fit_bandit(cfg: ExperimentConfig, val_scores: np.ndarray) -> StrategyBandit:
     """AMA (a) on validation reader scores ``[N, tasks, strategies, budgets]``."""
     return train_strategy_bandit(val_scores, tuple(cfg.budgets), cfg.bandit_iters, cfg.train.seed,
@@ -200,7 +228,7 @@ def fit_bandit(cfg: ExperimentConfig, val_scores: np.ndarray) -> StrategyBandit:
 
 
 def fit_policy(cfg: ExperimentConfig, val: list[Episode], reader: SATReader, val_scores: np.ndarray,
-               progress: bool = True) -> tuple[dict, dict]:
+               progress: bool = True, offsets: Offsets | None = None) -> tuple[dict, dict]:
     """AMA (b): behaviour-clone the best fixed strategy per (task, budget) on validation, then
     fine-tune with PPO; keep whichever of the two scores higher on the validation mixed set.
 
@@ -212,7 +240,7 @@ def fit_policy(cfg: ExperimentConfig, val: list[Episode], reader: SATReader, val
     from spatial_memory.episodic.ama import policy_scores
 
     budgets = tuple(cfg.budgets)
-    env = AllocationEnv(val, reader, TASKS, budgets, cfg.policy.decision_every, cfg.policy.seed)
+    env = AllocationEnv(val, reader, TASKS, budgets, cfg.policy.decision_every, cfg.policy.seed, offsets)
     teacher = best_fixed_actions(val_scores, TASKS, budgets, STRATEGIES)
     bc_cfg = PolicyConfig(**{**asdict(cfg.policy), "total_timesteps": 0})
     model = train_policy(env, bc_cfg, progress, teacher)
@@ -231,7 +259,8 @@ def fit_policy(cfg: ExperimentConfig, val: list[Episode], reader: SATReader, val
             "teacher": {f"{t}/{L}": ACTIONS[a] for (t, L), a in teacher.items()},
             "val_mixed_bc": round(100 * val_bc, 2), "val_mixed_ppo": None if val_ppo is None else round(100 * val_ppo, 2),
             "val_mixed_best_fixed": round(100 * float(val_scores.mean((0, 1, 3)).max()), 2), "selected": chosen}
-    log.info("allocator policy: val mixed bc %.2f, ppo %s -> %s", 100 * val_bc, val_ppo, chosen)
+    log.info("allocator policy: val mixed bc %.2f, ppo %s -> %s", 100 * val_bc,
+             "-" if val_ppo is None else f"{100 * val_ppo:.2f}", chosen)
     return state, meta
 
 
@@ -265,13 +294,15 @@ def run_eval(cfg: ExperimentConfig, weights: Path | None = None, cache_dir: Path
     budgets = tuple(cfg.budgets)
     cache = KeptCache()
     t0 = time.perf_counter()
-    S = score_matrix(models.reader, test, TASKS, STRATEGIES, budgets, cache, progress)  # [N, T, S, B]
+    offsets = models.decision_offsets  # calibrated on validation (None for weights from before calibration)
+    S = score_matrix(models.reader, test, TASKS, STRATEGIES, budgets, cache, progress, offsets)  # [N, T, S, B]
     # T-FIFO baseline: same data, the shipped reader without place embeddings, FIFO writes
     if models.tfifo_state is None:
         raise ConfigError(f"{weights}: no T-FIFO baseline reader (train with --task mixed)")
     tfifo = SATReader(ReaderConfig(**{**models.reader.cfg.to_dict(), "place_embedding": "none", "read": "flat"}))
     tfifo.load_state_dict(models.tfifo_state)
-    St = score_matrix(tfifo, test, TASKS, ("fifo",), budgets, cache, progress)[:, :, 0]  # [N, T, B]
+    St = score_matrix(tfifo, test, TASKS, ("fifo",), budgets, cache, progress,
+                      models.tfifo_decision_offsets)[:, :, 0]  # [N, T, B]
     table: dict[str, Any] = {}
     mean = S.mean(0)  # [T, S, B]
     for ti, task in enumerate(TASKS):
@@ -300,6 +331,8 @@ def run_eval(cfg: ExperimentConfig, weights: Path | None = None, cache_dir: Path
         "n_test_episodes": len(test),
         "budgets": list(budgets),
         "strategies": list(STRATEGIES),
+        # {task: {L: logit offset}} fitted on validation; {} = uncalibrated weights (decoded at logit 0)
+        "decision_offsets": {"reader": offsets or {}, "tfifo": models.tfifo_decision_offsets or {}},
         "accuracy": table,
         "sat_fifo_minus_tfifo": margins_fifo,
         "sat_fifo_minus_tfifo_min": min(margins_fifo.values()),
@@ -341,7 +374,7 @@ def run_eval(cfg: ExperimentConfig, weights: Path | None = None, cache_dir: Path
     result["fixed_mixed"] = fixed_mixed
     if models.policy_state is not None and "policy" in meta:
         pol = load_policy(models)
-        env = AllocationEnv(test, models.reader, TASKS, budgets, int(meta["policy"]["decision_every"]))
+        env = AllocationEnv(test, models.reader, TASKS, budgets, int(meta["policy"]["decision_every"]), offsets=offsets)
         P = np.zeros((len(test), len(TASKS), len(budgets)))
         act_hist = np.zeros((len(TASKS), len(ACTIONS)))
         for n in range(len(test)):
@@ -423,11 +456,20 @@ def oracle_matrix(episodes: list[Episode], budgets: tuple[int, ...], cache: Kept
     return out
 
 
+AMA_KINDS = ("calibrate", "bandit", "policy", "all")
+
+
 def run_train_ama(cfg: ExperimentConfig, weights: Path | None, kind: str, cache_dir: Path | None = None,
                   progress: bool = True) -> float:
-    """(Re)train the ``bandit`` or ``policy`` allocator of a weights directory in place; returns seconds."""
-    if kind not in ("bandit", "policy"):
-        raise ConfigError(f"allocator kind must be 'bandit' or 'policy', got {kind!r}")
+    """Refit parts of a weights directory in place, on the validation split, without retraining the
+    reader; returns seconds.
+
+    ``kind``: ``calibrate`` (the decision offsets of the SAT and T-FIFO readers), ``bandit`` or
+    ``policy`` (one allocator, trained on validation scores decoded with the stored offsets), or
+    ``all`` (calibrate, then both allocators on the calibrated scores).
+    """
+    if kind not in AMA_KINDS:
+        raise ConfigError(f"train-ama kind must be one of {list(AMA_KINDS)}, got {kind!r}")
     torch.set_num_threads(cfg.threads)
     weights = Path(weights) if weights else DEFAULT_WEIGHTS
     models = Models.load(weights)
@@ -437,20 +479,27 @@ def run_train_ama(cfg: ExperimentConfig, weights: Path | None, kind: str, cache_
     val = splits["val"]
     for ep in val:
         embed(models.encoder, ep)
-    t0 = time.perf_counter()
+    t_start = time.perf_counter()
     meta = dict(models.meta)
+    times = meta.setdefault("times", {})
     budgets = tuple(cfg.budgets)
-    scores = score_matrix(models.reader, val, TASKS, STRATEGIES, budgets, KeptCache(), progress)
-    if kind == "bandit":
-        meta["bandit"] = fit_bandit(cfg, scores).state()
-        seconds = time.perf_counter() - t0
-        meta.setdefault("times", {})["bandit_s"] = seconds
+    cache = KeptCache()
+    if kind in ("calibrate", "all"):
+        t0 = time.perf_counter()
+        meta[META_KEY] = calibrate(cfg, models, val, TASKS, cache, progress)
         models.meta = meta
-        models.save(weights)
-        return seconds
-    models.policy_state, meta["policy"] = fit_policy(cfg, val, models.reader, scores, progress)
-    seconds = time.perf_counter() - t0
-    meta.setdefault("times", {})["policy_s"] = seconds
+        times["calibrate_s"] = time.perf_counter() - t0
+    if kind != "calibrate":
+        offsets = models.decision_offsets
+        scores = score_matrix(models.reader, val, TASKS, STRATEGIES, budgets, cache, progress, offsets)
+        if kind in ("bandit", "all"):
+            t0 = time.perf_counter()
+            meta["bandit"] = fit_bandit(cfg, scores).state()
+            times["bandit_s"] = time.perf_counter() - t0
+        if kind in ("policy", "all"):
+            t0 = time.perf_counter()
+            models.policy_state, meta["policy"] = fit_policy(cfg, val, models.reader, scores, progress, offsets)
+            times["policy_s"] = time.perf_counter() - t0
     models.meta = meta
     models.save(weights)
-    return seconds
+    return time.perf_counter() - t_start

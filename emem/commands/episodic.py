@@ -3,6 +3,7 @@
     emem episodic train --task mixed                 # default weights -> spatial_memory/episodic/weights
     emem episodic train --task last_seen --budget 64 --out runs/last_seen
     emem episodic train-ama --kind bandit            # re-train one allocator on existing weights
+    emem episodic train-ama --kind calibrate         # re-fit the decision offsets (validation) of existing weights
     emem eval episodic --json                        # accuracy table (test split)
     emem bench episodic --json                       # write / ingest / query latency, training time
 """
@@ -53,7 +54,7 @@ def _cmd_train_ama(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     t = run_train_ama(cfg, Path(args.weights) if args.weights else None, args.kind,
                       Path(args.cache) if args.cache else None, progress=not args.no_progress)
-    print(f"trained the {args.kind} allocator in {t:.1f} s")
+    print(f"train-ama --kind {args.kind} done in {t:.1f} s")
     return 0
 
 
@@ -67,8 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--no-ama", action="store_true", help="skip the allocators")
     _common(t)
     t.set_defaults(func=_cmd_train)
-    a = sub.add_parser("train-ama", help="(re)train one adaptive memory allocator on existing weights")
-    a.add_argument("--kind", choices=["bandit", "policy"], default="bandit")
+    a = sub.add_parser("train-ama", help="(re)fit decision offsets / allocators of existing weights on validation")
+    a.add_argument("--kind", choices=["calibrate", "bandit", "policy", "all"], default="bandit",
+                   help="calibrate = refit the readers' decision offsets on validation; all = calibrate, bandit, policy")
     a.add_argument("--weights", default=None, help="weights folder (default: the shipped one)")
     _common(a)
     a.set_defaults(func=_cmd_train_ama)

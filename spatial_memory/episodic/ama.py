@@ -25,6 +25,7 @@ import torch
 
 from spatial_memory.errors import ConfigError
 
+from .calibration import Offsets, offset_for
 from .reader import SATReader
 from .store import ACTIONS, EpisodicEntry, EpisodicStore
 from .tasks import TASKS, Episode
@@ -158,13 +159,15 @@ class AllocationEnv(gym.Env):
     Observation: :func:`memory_features` (``Box(0, 10, [18])``). Action: ``Discrete(6)`` index
     into ``store.ACTIONS``, applied to the next ``decision_every`` writes. Writes while the
     store has free slots need no decision and are streamed through. Reward: 0 until the
-    episode's last step, then the reader's mean score on the task's queries.
+    episode's last step, then the reader's mean score on the task's queries (multi-label answers
+    decoded with the calibrated ``offsets``, as in evaluation).
     """
 
     metadata = {"render_modes": []}
 
     def __init__(self, episodes: list[Episode], reader: SATReader, tasks: tuple[str, ...] = TASKS,
-                 budgets: tuple[int, ...] = (32, 64, 128), decision_every: int = 16, seed: int = 0) -> None:
+                 budgets: tuple[int, ...] = (32, 64, 128), decision_every: int = 16, seed: int = 0,
+                 offsets: Offsets | None = None) -> None:
         super().__init__()
         if not episodes:
             raise ConfigError("AllocationEnv needs at least one episode")
@@ -174,6 +177,7 @@ class AllocationEnv(gym.Env):
             raise ConfigError(f"decision_every must be positive, got {decision_every}")
         self.episodes, self.reader, self.tasks, self.budgets = episodes, reader, tuple(tasks), tuple(budgets)
         self.decision_every = decision_every
+        self.offsets = offsets  # calibrated decision offsets of the multi-label answers (None = logit 0)
         self.observation_space = gym.spaces.Box(0.0, OBS_HIGH, (OBS_DIM,), np.float32)
         self.action_space = gym.spaces.Discrete(len(ACTIONS))
         self._rng = np.random.default_rng(seed)
@@ -227,7 +231,8 @@ class AllocationEnv(gym.Env):
         reward = 0.0
         info: dict = {}
         if done:
-            reward = float(episode_scores(self.reader, self.ep, self.store.steps(), self.task).mean())
+            off = offset_for(self.offsets, self.task, self.budget)
+            reward = float(episode_scores(self.reader, self.ep, self.store.steps(), self.task, off).mean())
             info["score"] = reward
         return self._obs(), reward, done, False, info
 

@@ -26,6 +26,7 @@ from spatial_memory.errors import ConfigError, MapFormatError, QueryError
 from spatial_memory.persistence import load_map_dir, require_tensor, save_map_dir
 from spatial_memory.types import Frame
 
+from .calibration import META_KEY, Offsets, offset_for, reader_offsets
 from .encoder import ObservationEncoder, encode
 from .reader import TASK_INDEX, ReaderConfig, SATReader
 from .store import STRATEGIES, EpisodicEntry, EpisodicStore, PlaceClusterer
@@ -101,6 +102,16 @@ class Models:
     meta: dict
     policy_state: dict | None = None
     tfifo_state: dict | None = None  # the T-FIFO baseline reader (evaluation only)
+
+    @property
+    def decision_offsets(self) -> Offsets | None:
+        """Calibrated decision offsets of the reader's multi-label answers (None: decode at logit 0)."""
+        return reader_offsets(self.meta, "reader")
+
+    @property
+    def tfifo_decision_offsets(self) -> Offsets | None:
+        """The T-FIFO baseline's own calibrated offsets (None: decode at logit 0)."""
+        return reader_offsets(self.meta, "tfifo")
 
     @classmethod
     def load(cls, directory: str | Path | None = None) -> "Models":
@@ -275,7 +286,9 @@ class EpisodicMemory:
         out = self.models.reader(emb, step, place, mask, torch.tensor([TASK_INDEX[task]]), torch.from_numpy(a)[None])
         logits = out[task][0]
         if task in MULTI_LABEL_TASKS:
-            p = torch.sigmoid(logits).numpy()
+            # the calibrated threshold (nearest calibrated budget); scores are the shifted probabilities,
+            # so a label is predicted exactly when its score exceeds 0.5
+            p = torch.sigmoid(logits + offset_for(self.models.decision_offsets, task, self.config.budget)).numpy()
             chosen = [self.models.vocab[i] for i in np.flatnonzero(p > 0.5)]
             conf = float(np.mean(np.where(p > 0.5, p, 1 - p)))  # mean certainty of every per-label decision
             return Answer(chosen, conf, scores={l: float(x) for l, x in zip(self.models.vocab, p)})
@@ -321,7 +334,9 @@ class EpisodicMemory:
             "last_seen": {l: {"place_id": s.place_id, "position": s.position.tolist(), "T_world_camera": s.T_world_camera.tolist(),
                               "stamp_ns": s.stamp_ns} for l, s in self._last_seen.items()},
             "models": {"vocab": self.models.vocab, "reader": self.models.reader.cfg.to_dict(),
-                       "encoder": {"dim": self.models.encoder.dim}},
+                       "encoder": {"dim": self.models.encoder.dim},
+                       # the calibrated decision thresholds travel with the reader (absent in old maps)
+                       **({META_KEY: self.models.meta[META_KEY]} if META_KEY in self.models.meta else {})},
         }
         return save_map_dir(path, "episodic", FORMAT_VERSION, meta, {
             "entries": tensors, "encoder": self.models.encoder.state_dict(), "reader": self.models.reader.state_dict()})

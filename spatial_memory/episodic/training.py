@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .calibration import Offsets, offset_for
 from .reader import TASK_INDEX, ReaderConfig, SATReader
 from .store import ACTIONS, STRATEGIES, simulate_kept
 from .tasks import (MULTI_LABEL_TASKS, TASKS, Episode, distinctive_categories, distinctive_places, score_predictions,
@@ -95,10 +96,11 @@ def task_loss(task: str, logits: torch.Tensor, q: dict[str, np.ndarray], idx: np
     return ce / math.log(logits.shape[1])
 
 
-def decode(task: str, logits: torch.Tensor) -> np.ndarray:
-    """Predictions from logits: ``[B, C] bool`` (multi-label) or ``[B] int64``."""
+def decode(task: str, logits: torch.Tensor, offset: float = 0.0) -> np.ndarray:
+    """Predictions from logits: ``[B, C] bool`` (multi-label: ``logit + offset > 0``, the offset
+    being the calibrated decision threshold shift, see :mod:`.calibration`) or ``[B] int64``."""
     if task in MULTI_LABEL_TASKS:
-        return (logits > 0).numpy()
+        return (logits + float(offset) > 0).numpy()
     return logits.argmax(-1).numpy()
 
 
@@ -232,21 +234,24 @@ def train_reader(episodes: list[Episode], rcfg: ReaderConfig, tcfg: TrainConfig,
 
 
 @torch.no_grad()
-def episode_scores(model: SATReader, ep: Episode, kept: np.ndarray, task: str) -> np.ndarray:
-    """Scores ``[Q]`` of all queries of ``task`` in ``ep`` read from memory ``kept``."""
+def episode_scores(model: SATReader, ep: Episode, kept: np.ndarray, task: str, offset: float = 0.0) -> np.ndarray:
+    """Scores ``[Q]`` of all queries of ``task`` in ``ep`` read from memory ``kept`` (multi-label
+    answers decoded with the logit ``offset``)."""
     q = ep.queries[task]
     Q = len(q["args"])
     emb, step, place, mask = memory_tensors([ep] * Q, [kept] * Q)
     out = model(emb, step, place, mask, torch.full((Q,), TASK_INDEX[task]), torch.from_numpy(q["args"]))
-    return score_predictions(task, decode(task, out[task]), q)
+    return score_predictions(task, decode(task, out[task], offset), q)
 
 
 @torch.no_grad()
 def score_matrix(model: SATReader, episodes: list[Episode], tasks: tuple[str, ...], strategies: tuple[str, ...],
-                 budgets: tuple[int, ...], cache: KeptCache | None = None, progress: bool = True) -> np.ndarray:
+                 budgets: tuple[int, ...], cache: KeptCache | None = None, progress: bool = True,
+                 offsets: Offsets | None = None) -> np.ndarray:
     """Mean query score per (episode, task, strategy, budget): ``[N, len(tasks), len(strategies), len(budgets)]``.
 
-    Batches all queries of one (episode, budget, strategy) over every task in one forward pass.
+    ``offsets``: calibrated decision offsets ``{task: {str(L): offset}}`` of the multi-label tasks
+    (:func:`calibration.offset_for`; None = decode at logit 0).
     """
     from tqdm import tqdm
 
@@ -258,5 +263,5 @@ def score_matrix(model: SATReader, episodes: list[Episode], tasks: tuple[str, ..
             for s, strat in enumerate(strategies):
                 kept = cache.get(ep, strat, L)
                 for t, task in enumerate(tasks):
-                    out[n, t, s, b] = episode_scores(model, ep, kept, task).mean()
+                    out[n, t, s, b] = episode_scores(model, ep, kept, task, offset_for(offsets, task, L)).mean()
     return out

@@ -17,6 +17,13 @@ def test_train_eval_bench_tiny(tmp_path, capsys) -> None:
     cache = str(tmp_path / "cache")
     assert main(["episodic", "train", "--config", "tiny", "--out", str(w), "--cache", cache, "--no-progress"]) == 0
     assert (w / "meta.json").is_file() and (w / "policy.safetensors").is_file() and (w / "tfifo.safetensors").is_file()
+    # decision offsets of the F1-scored tasks, fitted on validation for every budget, for SAT and T-FIFO
+    cal = json.loads((w / "meta.json").read_text())["decision_offsets"]
+    assert cal["version"] == 1 and cal["split"] == "val"
+    for which in ("reader", "tfifo"):
+        assert set(cal[which]) == {"what_was_there", "first_visit"}
+        assert all(set(v) == {"16", "32"} and all(o in cal["grid"] for o in v.values()) for v in cal[which].values())
+    assert all(r["after"] >= r["before"] for v in cal["val_f1"].values() for r in v.values())
     capsys.readouterr()
     assert main(["eval", "episodic", "--json", "--config", "tiny", "--weights", str(w), "--cache", cache, "--no-progress"]) == 0
     res = json.loads(capsys.readouterr().out)
@@ -25,6 +32,7 @@ def test_train_eval_bench_tiny(tmp_path, capsys) -> None:
                 "ama_policy_minus_best_fixed_mixed", "accuracy", "oracle", "strategy_margin"):
         assert key in res
     assert set(res["accuracy"]) == {"what_was_there", "last_seen", "first_visit", "order"}
+    assert res["decision_offsets"] == {"reader": cal["reader"], "tfifo": cal["tfifo"]}
     row = res["accuracy"]["order"]["16"]
     assert all(0.0 <= row[s] <= 100.0 for s in ("fifo", "lifo", "mvfo", "lvfo", "sat_pm", "t_fifo"))
     assert 0.0 <= res["ama_bandit_best_choice_rate"] <= 1.0 and res["ama_bandit_regret_points"] >= 0.0
@@ -37,7 +45,13 @@ def test_train_eval_bench_tiny(tmp_path, capsys) -> None:
     assert res["sat_minus_tfifo_min"] == min(res["sat_minus_tfifo"].values())
     orow = res["oracle"]["order"]["16"]
     assert orow["best_strategy"] in ("fifo", "lifo", "mvfo", "lvfo", "sat_pm") and orow["margin"] >= 0.0
-    # the bandit can be retrained alone; the policy survives the rewrite
+    # recalibration alone keeps the reader and both allocators; the bandit can be retrained alone
+    before = (w / "reader.safetensors").read_bytes()
+    assert main(["episodic", "train-ama", "--kind", "calibrate", "--config", "tiny", "--weights", str(w), "--cache", cache,
+                 "--no-progress"]) == 0
+    meta = json.loads((w / "meta.json").read_text())
+    assert meta["decision_offsets"]["reader"] == cal["reader"] and "bandit" in meta and "policy" in meta
+    assert (w / "reader.safetensors").read_bytes() == before and (w / "policy.safetensors").is_file()
     assert main(["episodic", "train-ama", "--kind", "bandit", "--config", "tiny", "--weights", str(w), "--cache", cache,
                  "--no-progress"]) == 0
     assert (w / "policy.safetensors").is_file()
