@@ -71,3 +71,23 @@ def test_eval_and_bench_accept_a_bag_source(icl_mapping, tmp_path, capsys, few_t
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["source"] == str(bag) and out["queries"] == 2 and out["landmarks_per_s"] > 0
     assert out["query_ms"] > 0 and out["map_bytes"] > 0
+
+
+def test_eval_pools_simulator_seeds(monkeypatch, capsys, few_threads):
+    """``--seeds 0 1`` on the simulator: one map per seed, the headline pools every query of both
+    and carries a bootstrap interval of the median ratio; per-seed results are kept (small images
+    keep it fast: the protocol is the same at 640x480)."""
+    import emem.reloc_eval as reloc_eval
+
+    full = reloc_eval.sim_dataset
+    monkeypatch.setattr(reloc_eval, "sim_dataset", lambda *a, **k: full(*a, **{**k, "width": 320, "height": 240}))
+    rc = main(["eval", "reloc", "--source", "sim:drake_living_room", "--frames", "6", "--queries", "2",
+               "--seeds", "0", "1", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["seeds"] == [0, 1] and len(out["mapping_frames"]) == 2
+    for qset in (out, out["changed_light"]):
+        assert qset["favor"]["queries"] == qset["baseline"]["queries"] == 4
+        assert set(qset["per_seed"]) == {"0", "1"} and qset["per_seed"]["1"]["favor"]["queries"] == 2
+        lo, hi = qset["median_cm_ratio_ci90"]
+        assert lo <= hi
+    assert out["targets"]["median_cm_ratio_ci90"] == out["median_cm_ratio_ci90"] and set(out["build"]) == {"0", "1"}

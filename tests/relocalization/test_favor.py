@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from relocalization.baseline import KeyframeBaseline
-from relocalization.evaluate import evaluate, plot_error_cdf, summarize
+from relocalization.evaluate import evaluate, median_ratio_ci, plot_error_cdf, pool, summarize
 from relocalization.favor import FORMAT_VERSION, FavorMap, FavorRelocalizer, occluded, visible_landmarks
 from spatial_memory.errors import ConfigError, EmptyMapError, InvalidFrameError, InvalidPoseError, MapFormatError
 from spatial_memory.geometry import make_pose, pose_error
@@ -153,6 +153,36 @@ def test_summarize_counts_failures_as_misses():
     assert s["recall_5cm_5deg"] == 0.25 and s["recall_10cm_10deg"] == 0.5
     assert s["median_cm"] == pytest.approx(12.0)  # median over all, failures at +inf
     assert s["median_cm_successes"] == pytest.approx(4.0)
+
+
+def test_pool_summarises_all_queries_not_the_medians():
+    """Pooling two query sets re-summarises the concatenated per-query errors: the pooled median of
+    [1, 2, 3] and [10, inf] is 3, not the mean of the two medians."""
+    a = {**summarize(np.array([0.01, 0.02, 0.03]), np.zeros(3), np.full(3, 0.1)),
+         "errors_cm": [1.0, 2.0, 3.0], "errors_deg": [0.1, 0.1, 0.1], "times_s": [0.1] * 3, "map_bytes": 100}
+    b = {**summarize(np.array([0.1, np.inf]), np.array([0.1, np.inf]), np.full(2, 0.3)),
+         "errors_cm": [10.0, float("inf")], "errors_deg": [0.1, float("inf")], "times_s": [0.3, 0.3], "map_bytes": 300}
+    p = pool([a, b])
+    assert p["queries"] == 5 and p["median_cm"] == pytest.approx(3.0) and p["failure_rate"] == pytest.approx(0.2)
+    assert p["query_ms"] == pytest.approx(180.0) and p["map_bytes"] == 200 and len(p["errors_cm"]) == 5
+    with pytest.raises(ConfigError):
+        pool([])
+
+
+def test_median_ratio_interval_brackets_the_ratio_and_narrows_with_more_queries():
+    rng = np.random.default_rng(3)
+    base = rng.lognormal(0.0, 0.5, 400)
+    fav = 0.5 * rng.lognormal(0.0, 0.5, 400)
+    fav[:40] = np.inf  # failures count as +inf, as in summarize
+    lo, hi = median_ratio_ci(fav, base)
+    ratio = np.median(fav) / np.median(base)
+    assert lo <= ratio <= hi and hi < 1.0 and lo > 0.3
+    lo20, hi20 = median_ratio_ci(fav[::20], base[::20])
+    assert hi20 - lo20 > hi - lo  # 20 views: a much wider interval than 400
+    lo_f, hi_f = median_ratio_ci(np.full(5, np.inf), np.ones(5))  # all failed: inf, no NaN
+    assert lo_f == hi_f == np.inf
+    with pytest.raises(ConfigError):
+        median_ratio_ci(np.ones(3), np.ones(4))
 
 
 def test_pose_far_from_every_keyframe_is_flagged():

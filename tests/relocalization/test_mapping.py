@@ -55,6 +55,29 @@ def test_huber_refinement_beats_outliers_and_noise():
     assert np.median(err) < 0.01 < np.median(err0)
 
 
+def test_depth_residuals_pin_points_that_short_baseline_rays_do_not():
+    """Three nearby cameras (2 cm apart, 3 m away) with 0.5 px keypoint noise: rays alone leave the
+    depth uncertain by decimetres; with measured depth (1 cm noise) the RGB-D term pins it, and a
+    gross depth outlier (a keypoint on a depth edge) is absorbed by the Huber loss."""
+    rng = np.random.default_rng(4)
+    X = rng.uniform(-0.3, 0.3, (60, 3))
+    cams = np.stack([look_at(np.array([3.0, 0.01 * k, 0.5]), np.zeros(3)) for k in range(3)])
+    track = np.repeat(np.arange(60), 3)
+    cam = np.tile(np.arange(3), 60)
+    T_cw = np.stack([invert_pose(T) for T in cams])[cam]
+    xy = np.stack([_project(X[t : t + 1], cams[c])[0] for t, c in zip(track, cam)]) + rng.normal(0, 0.5, (180, 2))
+    z = np.einsum("oij,oj->oi", T_cw[:, :3, :3], X[track])[:, 2] + T_cw[:, 2, 3]
+    depth = z + rng.normal(0, 0.01, z.shape)
+    depth[::7] += 0.8  # background depth behind an edge keypoint
+    X0 = X + rng.normal(0, 0.05, X.shape)
+    args = (X0, track, xy, T_cw[:, :3, :3], T_cw[:, :3, 3], K)
+    rays_only = np.linalg.norm(refine_points(*args, huber_px=2.0, iters=15) - X, axis=1)
+    rgbd = np.linalg.norm(refine_points(*args, huber_px=2.0, iters=15, obs_depth=depth) - X, axis=1)
+    assert np.median(rgbd) < 0.02 and np.median(rays_only) > 3 * np.median(rgbd)
+    no_depth = np.linalg.norm(refine_points(*args, huber_px=2.0, iters=15, obs_depth=np.zeros_like(depth)) - X, axis=1)
+    np.testing.assert_allclose(no_depth, rays_only)  # depth 0 = no measurement
+
+
 def test_known_pose_checks():
     rng = np.random.default_rng(2)
     X = rng.uniform(-0.5, 0.5, (30, 3))
