@@ -66,7 +66,10 @@ def to_input(rgb: np.ndarray) -> torch.Tensor:
         a = a[None]
     if a.ndim != 4 or a.shape[-1] != 3 or a.dtype != np.uint8:
         raise InvalidFrameError(f"encoder input must be [B,]H,W,3 uint8, got {a.shape} {a.dtype}")
-    x = torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float() / 255.0
+    a = np.ascontiguousarray(a)
+    if not a.flags.writeable:  # e.g. a view of a ROS message buffer: torch needs memory it may own
+        a = a.copy()
+    x = torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255.0
     if x.shape[-2:] != (IN_H, IN_W):
         x = F.interpolate(x, size=(IN_H, IN_W), mode="area")
     return x

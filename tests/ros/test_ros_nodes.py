@@ -262,7 +262,7 @@ def test_episodic_services_end_to_end(ros_domain, probe, tmp_path: Path) -> None
 
 def test_tf_pose_source_and_odd_frames(ros_domain, probe) -> None:
     """memory_node takes the pose from /tf (world_frame <- image frame) when asked to."""
-    nodes = sim_graph(20, {"enable_m3": False, "enable_episodic": False, "pose_source": "tf", "tf_timeout": 0.5})
+    nodes = sim_graph(20, {"enable_m3": False, "enable_episodic": False, "pose_source": "tf", "tf_timeout": 2.0})
     with Bringup(nodes, domain_id=ros_domain) as up:
         sim, mem = up.node("sim"), up.node("memory")
         assert up.spin_until(lambda: sim.done, timeout_s=120)
