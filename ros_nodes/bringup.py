@@ -60,6 +60,7 @@ class Bringup:
         self.context = None
         self.executor = None
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     def start(self) -> "Bringup":
         import rclpy
@@ -82,6 +83,7 @@ class Bringup:
         except BaseException:
             self.stop()
             raise
+        self._stopping.clear()
         self._thread = threading.Thread(target=self._spin, name="bringup-executor", daemon=True)
         self._thread.start()
         return self
@@ -89,8 +91,11 @@ class Bringup:
     def _spin(self) -> None:
         from rclpy.executors import ExternalShutdownException
 
+        # spin_once in a loop, not spin(): stop() must end the spinning *before* it shuts the
+        # executor down (see there)
         try:
-            self.executor.spin()
+            while not self._stopping.is_set():
+                self.executor.spin_once(timeout_sec=0.1)
         except ExternalShutdownException:
             pass
 
@@ -112,12 +117,20 @@ class Bringup:
     def stop(self) -> None:
         import rclpy
 
-        if self.executor is not None:
-            self.executor.shutdown(timeout_sec=2.0)
-        # the spin thread must have left the executor before any node is destroyed: a callback
-        # still running on a destroyed node fails with "cannot use Destroyable" at exit
+        # Order matters. rclpy 7.1 (Jazzy) Executor.shutdown() never waits for running callbacks
+        # (it tests the flag it has just set) and destroys its guard condition while another thread
+        # may still wait on it (AttributeError in the spin thread). So: stop spinning, let every
+        # callback already handed to the worker pool run (queued ones too: one starting after the
+        # nodes are destroyed fails with "cannot use Destroyable", unseen until garbage collection
+        # prints "exception was never retrieved"), then shut the executor down and destroy nodes.
+        self._stopping.set()
         if self._thread is not None:
-            self._thread.join(timeout=5.0)
+            self._thread.join(timeout=10.0)
+        if self.executor is not None:
+            pool = getattr(self.executor, "_executor", None)  # private: rclpy has no public drain
+            if pool is not None:
+                pool.shutdown(wait=True)
+            self.executor.shutdown(timeout_sec=0)
         for n in self.nodes.values():
             close = getattr(n, "close", None)
             if close:
