@@ -44,7 +44,7 @@ def test_feature_loss_skips_empty_targets_and_pulls_toward_target():
     assert rendered.grad[:8].abs().sum() == 0  # rows mapping fully into the empty half get nothing
     assert rendered.grad[16:].abs().sum() > 0
     empty, parts = feature_loss(rendered, torch.zeros(6, 8, 4), n_samples=50, generator=g)
-    assert float(empty) == 0.0 and parts["n"] == 0 and empty.requires_grad
+    assert float(empty.detach()) == 0.0 and parts["n"] == 0 and empty.requires_grad
 
 
 def test_sample_bilinear_hits_pixel_centres():
