@@ -169,7 +169,7 @@ def run_training(cfg: ExperimentConfig, out: Path, task: str = "mixed", cache_di
     if task == "mixed":
         # the T-FIFO baseline: no place embedding, FIFO writes only (the only memories it is evaluated
         # on); otherwise the SAT reader's training: same episodes, steps, batch, schedule and seed
-        rcfg_t = ReaderConfig(**{**asdict(rcfg), "place_embedding": "none", "read": "flat"})
+        rcfg_t = rcfg.time_only()
         tcfg_t = TrainConfig(**{**asdict(tcfg), "strategies": ("fifo",)})
         tfifo, tf_stats = train_reader(splits["train"], rcfg_t, tcfg_t, tasks, cache, progress)
         times["tfifo_s"] = tf_stats["seconds"]
@@ -213,9 +213,8 @@ def calibrate(cfg: ExperimentConfig, models: Models, val: list[Episode], tasks: 
     offsets, val_f1 = calibrate_offsets(models.reader, val, STRATEGIES, budgets, tasks, cache, DEFAULT_GRID, progress)
     block: dict[str, Any] = {"version": OFFSETS_VERSION, "grid": list(DEFAULT_GRID), "split": "val",
                              "reader": offsets, "val_f1": val_f1}
-    if models.tfifo_state is not None:
-        tfifo = SATReader(ReaderConfig(**{**models.reader.cfg.to_dict(), "place_embedding": "none", "read": "flat"}))
-        tfifo.load_state_dict(models.tfifo_state)
+    tfifo = models.tfifo_reader()
+    if tfifo is not None:
         block["tfifo"], block["tfifo_val_f1"] = calibrate_offsets(tfifo, val, ("fifo",), budgets, tasks, cache,
                                                                   DEFAULT_GRID, progress)
     return block
@@ -297,10 +296,9 @@ def run_eval(cfg: ExperimentConfig, weights: Path | None = None, cache_dir: Path
     offsets = models.decision_offsets  # calibrated on validation (None for weights from before calibration)
     S = score_matrix(models.reader, test, TASKS, STRATEGIES, budgets, cache, progress, offsets)  # [N, T, S, B]
     # T-FIFO baseline: same data, the shipped reader without place embeddings, FIFO writes
-    if models.tfifo_state is None:
+    tfifo = models.tfifo_reader()
+    if tfifo is None:
         raise ConfigError(f"{weights}: no T-FIFO baseline reader (train with --task mixed)")
-    tfifo = SATReader(ReaderConfig(**{**models.reader.cfg.to_dict(), "place_embedding": "none", "read": "flat"}))
-    tfifo.load_state_dict(models.tfifo_state)
     St = score_matrix(tfifo, test, TASKS, ("fifo",), budgets, cache, progress,
                       models.tfifo_decision_offsets)[:, :, 0]  # [N, T, B]
     table: dict[str, Any] = {}

@@ -21,9 +21,8 @@ import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from .reader import TASK_INDEX, SATReader
+from .reader import SATReader
 from .tasks import MULTI_LABEL_TASKS, Episode, score_predictions
 
 if TYPE_CHECKING:  # training imports this module (decode), so no run-time import back
@@ -88,18 +87,6 @@ def best_offset(f1: np.ndarray, grid: tuple[float, ...] = DEFAULT_GRID) -> float
     return float(g[order[0]])
 
 
-@torch.no_grad()
-def memory_logits(model: SATReader, ep: Episode, kept: np.ndarray, task: str) -> np.ndarray:
-    """The reader's raw ``task`` logits ``[Q, C]`` for all queries of ``ep`` on memory ``kept``."""
-    from .training import memory_tensors
-
-    q = ep.queries[task]
-    Q = len(q["args"])
-    emb, step, place, mask = memory_tensors([ep] * Q, [kept] * Q)
-    out = model(emb, step, place, mask, torch.full((Q,), TASK_INDEX[task]), torch.from_numpy(q["args"]))
-    return out[task].numpy()
-
-
 def calibrate_offsets(model: SATReader, episodes: list[Episode], strategies: tuple[str, ...],
                       budgets: tuple[int, ...], tasks: tuple[str, ...] = MULTI_LABEL_TASKS,
                       cache: KeptCache | None = None,
@@ -112,7 +99,7 @@ def calibrate_offsets(model: SATReader, episodes: list[Episode], strategies: tup
     """
     from tqdm import tqdm
 
-    from .training import KeptCache
+    from .training import KeptCache, memory_logits
 
     model.eval()
     cache = cache or KeptCache()
@@ -125,7 +112,7 @@ def calibrate_offsets(model: SATReader, episodes: list[Episode], strategies: tup
             logits, queries = [], []
             for ep in episodes:
                 for strat in strategies:
-                    logits.append(memory_logits(model, ep, cache.get(ep, strat, L), task))
+                    logits.append(memory_logits(model, ep, cache.get(ep, strat, L), task).numpy())
                     queries.append(ep.queries[task])
             f1 = f1_by_offset(logits, queries, task, grid)
             off = best_offset(f1, grid)

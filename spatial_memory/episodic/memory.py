@@ -108,6 +108,14 @@ class Models:
         """Calibrated decision offsets of the reader's multi-label answers (None: decode at logit 0)."""
         return reader_offsets(self.meta, "reader")
 
+    def tfifo_reader(self) -> SATReader | None:
+        """The T-FIFO baseline reader built from ``tfifo_state`` (None when the weights have none)."""
+        if self.tfifo_state is None:
+            return None
+        tfifo = SATReader(self.reader.cfg.time_only())
+        tfifo.load_state_dict(self.tfifo_state)
+        return tfifo
+
     @property
     def tfifo_decision_offsets(self) -> Offsets | None:
         """The T-FIFO baseline's own calibrated offsets (None: decode at logit 0)."""

@@ -108,6 +108,10 @@ class ReaderConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def time_only(self) -> "ReaderConfig":
+        """The T-FIFO baseline's configuration: this reader without place embeddings (flat read)."""
+        return ReaderConfig(**{**self.to_dict(), "place_embedding": "none", "read": "flat"})
+
 
 def sinusoid(pos: torch.Tensor, dim: int, max_period: float | None = 1000.0) -> torch.Tensor:
     """Sinusoidal code ``pos: [...]`` -> ``[..., dim]``.

@@ -234,14 +234,19 @@ def train_reader(episodes: list[Episode], rcfg: ReaderConfig, tcfg: TrainConfig,
 
 
 @torch.no_grad()
-def episode_scores(model: SATReader, ep: Episode, kept: np.ndarray, task: str, offset: float = 0.0) -> np.ndarray:
-    """Scores ``[Q]`` of all queries of ``task`` in ``ep`` read from memory ``kept`` (multi-label
-    answers decoded with the logit ``offset``)."""
+def memory_logits(model: SATReader, ep: Episode, kept: np.ndarray, task: str) -> torch.Tensor:
+    """The reader's raw ``task`` logits for all queries of ``ep`` on memory ``kept``: ``[Q, C]``
+    (``[Q, places]`` / ``[Q, 2]`` for the classification tasks)."""
     q = ep.queries[task]
     Q = len(q["args"])
     emb, step, place, mask = memory_tensors([ep] * Q, [kept] * Q)
-    out = model(emb, step, place, mask, torch.full((Q,), TASK_INDEX[task]), torch.from_numpy(q["args"]))
-    return score_predictions(task, decode(task, out[task], offset), q)
+    return model(emb, step, place, mask, torch.full((Q,), TASK_INDEX[task]), torch.from_numpy(q["args"]))[task]
+
+
+def episode_scores(model: SATReader, ep: Episode, kept: np.ndarray, task: str, offset: float = 0.0) -> np.ndarray:
+    """Scores ``[Q]`` of all queries of ``task`` in ``ep`` read from memory ``kept`` (multi-label
+    answers decoded with the logit ``offset``)."""
+    return score_predictions(task, decode(task, memory_logits(model, ep, kept, task), offset), ep.queries[task])
 
 
 @torch.no_grad()
