@@ -36,12 +36,17 @@ log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- (a) bandit
 class StrategyBandit:
-    """Q-table ``[n_contexts, n_arms]`` learned by one-step Q-learning with epsilon-greedy arms."""
+    """Q-table ``[n_contexts, n_arms]`` learned by one-step Q-learning with epsilon-greedy arms.
 
-    def __init__(self, n_contexts: int, n_arms: int, lr: float = 0.1, epsilon: float = 0.3, seed: int = 0) -> None:
+    ``lr``: constant step size (tracks rewards that drift, e.g. a reader still training) or
+    ``None`` for sample averages, the unbiased estimate when rewards are stationary (a fixed
+    reader's scores): with a constant step of 0.1 a Q value weighs mostly its last ~20 noisy pulls.
+    """
+
+    def __init__(self, n_contexts: int, n_arms: int, lr: float | None = 0.1, epsilon: float = 0.3, seed: int = 0) -> None:
         if n_contexts <= 0 or n_arms <= 0:
             raise ConfigError(f"bandit needs positive contexts/arms, got {n_contexts}, {n_arms}")
-        if not 0.0 < lr <= 1.0 or not 0.0 <= epsilon <= 1.0:
+        if (lr is not None and not 0.0 < lr <= 1.0) or not 0.0 <= epsilon <= 1.0:
             raise ConfigError(f"bandit lr must be in (0, 1] and epsilon in [0, 1], got {lr}, {epsilon}")
         self.q = np.zeros((n_contexts, n_arms))
         self.n = np.zeros((n_contexts, n_arms), dtype=np.int64)
@@ -56,8 +61,8 @@ class StrategyBandit:
     def update(self, context: int, arm: int, reward: float) -> None:
         """One-step Q-learning target = reward (the episode ends after the choice)."""
         self.n[context, arm] += 1
-        # the first pulls use a running mean, then a constant step (tracks a reader that changes)
-        step = max(self.lr, 1.0 / self.n[context, arm])
+        # the first pulls (all of them when lr is None) use a running mean, then a constant step
+        step = 1.0 / self.n[context, arm] if self.lr is None else max(self.lr, 1.0 / self.n[context, arm])
         self.q[context, arm] += step * (reward - self.q[context, arm])
 
     def train(self, reward_fn, n_contexts_sampler, iters: int) -> "StrategyBandit":
@@ -82,7 +87,7 @@ class StrategyBandit:
     @classmethod
     def from_state(cls, st: dict) -> "StrategyBandit":
         q = np.asarray(st["q"], dtype=np.float64)
-        b = cls(q.shape[0], q.shape[1], float(st["lr"]), float(st["epsilon"]))
+        b = cls(q.shape[0], q.shape[1], None if st["lr"] is None else float(st["lr"]), float(st["epsilon"]))
         b.q, b.n = q, np.asarray(st["n"], dtype=np.int64)
         return b
 
@@ -108,7 +113,7 @@ def train_strategy_bandit(scores: np.ndarray, budgets: tuple[int, ...], iters: i
         raise ConfigError(f"episodes_per_pull must be positive, got {episodes_per_pull}")
     rng = np.random.default_rng(seed)
     N, nT, nS, nB = scores.shape
-    bandit = StrategyBandit(nT * nB, nS, seed=seed)
+    bandit = StrategyBandit(nT * nB, nS, lr=None, seed=seed)  # fixed reader: stationary rewards
     ep: dict[str, np.ndarray] = {"i": np.zeros(1, np.int64)}
 
     def sampler() -> int:

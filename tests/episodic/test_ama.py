@@ -30,6 +30,22 @@ def test_bandit_converges_on_synthetic_reward_table() -> None:
     assert StrategyBandit.from_state(bandit.state()).policy().tolist() == bandit.policy().tolist()
 
 
+def test_bandit_sample_average_is_the_mean_of_its_pulls() -> None:
+    bandit = StrategyBandit(1, 2, lr=None, epsilon=0.0, seed=0)
+    rewards = [0.9, 0.1, 0.5, 0.3, 0.7, 0.2]
+    for r in rewards:
+        bandit.update(0, 1, r)
+    assert bandit.q[0, 1] == pytest.approx(np.mean(rewards))
+    tracking = StrategyBandit(1, 2, lr=0.5, epsilon=0.0, seed=0)
+    for r in rewards:
+        tracking.update(0, 1, r)
+    assert tracking.q[0, 1] != pytest.approx(np.mean(rewards))  # a constant step weighs recent pulls more
+    restored = StrategyBandit.from_state(bandit.state())
+    assert restored.lr is None and restored.q[0, 1] == bandit.q[0, 1]
+    with pytest.raises(ConfigError):
+        StrategyBandit(1, 2, lr=0.0)
+
+
 def test_bandit_from_score_matrix_picks_best_strategy() -> None:
     rng = np.random.default_rng(3)
     N, nT, nS, nB = 20, 4, 5, 2
