@@ -498,6 +498,8 @@ def run_train_ama(cfg: ExperimentConfig, weights: Path | None, kind: str, cache_
             t0 = time.perf_counter()
             models.policy_state, meta["policy"] = fit_policy(cfg, val, models.reader, scores, progress, offsets)
             times["policy_s"] = time.perf_counter() - t0
+    # the config the refit used (its validation split may differ from the one in meta["config"])
+    meta["refit"] = {"kind": kind, "config": _config_dict(cfg)}
     models.meta = meta
     models.save(weights)
     return time.perf_counter() - t_start

@@ -140,8 +140,9 @@ class Models:
     def from_state(cls, meta: dict, enc_sd: dict, rd_sd: dict, policy_state: dict | None = None) -> "Models":
         try:
             vocab = list(meta["vocab"])
-            # weights written before the place-pooled read existed have no such parameters
-            rcfg = ReaderConfig(**{"place_pool": False, **meta["reader"]})
+            # reader fields added after some weights were written default to the behaviour those
+            # weights were trained with (no place-pooled read, order gate on absolute steps)
+            rcfg = ReaderConfig(**{"place_pool": False, "order_gate_relative": False, **meta["reader"]})
             enc = ObservationEncoder(len(vocab), int(meta["encoder"]["dim"]))
             enc.load_state_dict(enc_sd)
             reader = SATReader(rcfg)

@@ -86,6 +86,9 @@ class ReaderConfig:
     top_k: int = 2
     place_pool: bool = True  # place-pooled evidence read (see module docstring); ignored without places
     visit_scale: float = 16.0  # steps: unit of the first-visit step-gap penalty (a visit is 6-12 steps)
+    # order-rule gate input: the first kept step relative to the latest kept one (True), or as a
+    # fraction of max_steps (False, weights trained before this field existed)
+    order_gate_relative: bool = True
 
     def validate(self) -> "ReaderConfig":
         if self.time_embedding not in ("sinusoidal", "learned"):
@@ -330,6 +333,23 @@ class SATReader(nn.Module):
         t = torch.where(match, frac, torch.ones_like(frac))
         return t.min(1).values
 
+    def evicted_start(self, step: torch.Tensor, slot: torch.Tensor, mmask: torch.Tensor) -> torch.Tensor:
+        """Input of the order rule's gate ``[B]``: how much of the stream lies before the first kept entry.
+
+        Relative (default): first kept step / (latest kept step + 1), in [0, 1): 0 when the start
+        of the stream is still in memory (LIFO), ~1 - L / T after FIFO writes, whatever the stream
+        length T. As a fraction of ``max_steps`` the gate learned on 512-step episodes stayed open
+        on a 200-step stream after FIFO writes and answered order by recency (12 % on the demo's
+        episode). An empty memory gives 1 (gate closed).
+        """
+        t0 = self.earliest(step, torch.zeros_like(slot), mmask, torch.zeros(step.shape[0], dtype=torch.long))
+        if not self.cfg.order_gate_relative:
+            return t0
+        frac = (step.float() / self.cfg.max_steps).clamp(max=1.0)
+        t_last = frac.masked_fill(~mmask, 0.0).amax(1)
+        rel = t0 / (t_last + 1.0 / self.cfg.max_steps)
+        return torch.where(mmask.any(1), rel.clamp(max=1.0), torch.ones_like(rel))
+
     def last_seen_pool(self, e: torch.Tensor, slot: torch.Tensor, mmask: torch.Tensor, age: torch.Tensor,
                        label: torch.Tensor) -> torch.Tensor:
         """Log-distribution ``[B, max_places]`` over place slots of the latest entry showing ``label: [B]``.
@@ -402,8 +422,7 @@ class SATReader(nn.Module):
             # order: the place whose earliest kept entry is earlier was (probably) visited first
             t_a = self.earliest(step, slot, entry_mask, args[:, 0].clamp(min=0) % P)
             t_b = self.earliest(step, slot, entry_mask, args[:, 1].clamp(min=0) % P)
-            t0 = self.earliest(step, torch.zeros_like(slot), entry_mask, torch.zeros_like(task))  # first kept step
-            gate = torch.sigmoid(self.order_gate[0] + self.order_gate[1] * t0)
+            gate = torch.sigmoid(self.order_gate[0] + self.order_gate[1] * self.evicted_start(step, slot, entry_mask))
             out["order"] = out["order"] + torch.stack([torch.zeros_like(t_a), gate * self.order_gain * (t_b - t_a)], -1)
             label = args[:, 0].clamp(0, self.cfg.n_labels - 1)
             out["last_seen"] = out["last_seen"] + self.ls_mix * self.last_seen_pool(e, slot, entry_mask, age[:, 1:], label)

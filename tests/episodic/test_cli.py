@@ -52,6 +52,7 @@ def test_train_eval_bench_tiny(tmp_path, capsys) -> None:
     meta = json.loads((w / "meta.json").read_text())
     assert meta["decision_offsets"]["reader"] == cal["reader"] and "bandit" in meta and "policy" in meta
     assert (w / "reader.safetensors").read_bytes() == before and (w / "policy.safetensors").is_file()
+    assert meta["refit"]["kind"] == "calibrate" and meta["refit"]["config"]["split"]["val_scenes"] == meta["config"]["split"]["val_scenes"]
     assert main(["episodic", "train-ama", "--kind", "bandit", "--config", "tiny", "--weights", str(w), "--cache", cache,
                  "--no-progress"]) == 0
     assert (w / "policy.safetensors").is_file()

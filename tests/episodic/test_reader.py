@@ -112,15 +112,31 @@ def test_last_seen_pool_points_at_the_latest_entry_showing_the_label() -> None:
     assert torch.allclose(logp.clamp(min=-29).exp().sum(), torch.tensor(1.0), atol=1e-4)
 
 
+@torch.no_grad()
+def test_order_gate_input_does_not_depend_on_stream_length() -> None:
+    m = _pool_reader()
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    slot = torch.tensor([[0, 1, 2, 3]] * 2)
+    # FIFO after a 200- and an 800-step stream (the last quarter kept), LIFO (the start kept)
+    fifo = torch.tensor([[150, 160, 180, 199], [600, 650, 700, 799]])
+    lifo = torch.tensor([[0, 10, 20, 199], [0, 40, 80, 799]])
+    m.cfg.max_steps = 1024
+    x_fifo, x_lifo = m.evicted_start(fifo, slot, mask), m.evicted_start(lifo, slot, mask)
+    assert torch.allclose(x_fifo, torch.tensor([0.75, 0.75]), atol=0.01) and torch.all(x_lifo == 0)
+    assert float(m.evicted_start(fifo, slot, torch.zeros(2, 4, dtype=torch.bool))[0]) == 1.0  # empty memory: closed
+    m.cfg.order_gate_relative = False  # weights from before: a fraction of max_steps
+    assert torch.allclose(m.evicted_start(fifo, slot, mask), fifo[:, 0] / 1024.0)
+
+
 def test_weights_without_a_pooled_read_still_load() -> None:
     from spatial_memory.episodic.encoder import ObservationEncoder
     from spatial_memory.episodic.memory import Models
 
     cfg = ReaderConfig(n_labels=3, emb_dim=4, width=16, layers=1, place_pool=False)
-    meta_reader = {k: v for k, v in cfg.to_dict().items() if k != "place_pool"}  # as written before the pooled read
+    meta_reader = {k: v for k, v in cfg.to_dict().items() if k not in ("place_pool", "order_gate_relative")}  # as written before
     meta = {"vocab": ["a", "b", "c"], "reader": meta_reader, "encoder": {"dim": 4}}
     m = Models.from_state(meta, ObservationEncoder(3, 4).state_dict(), SATReader(cfg).state_dict())
-    assert not m.reader.pooled
+    assert not m.reader.pooled and not m.reader.cfg.order_gate_relative  # older weights keep their gate input
     assert SATReader(ReaderConfig(n_labels=3, emb_dim=4, width=16, layers=1, place_embedding="none")).pooled is False
 
 
