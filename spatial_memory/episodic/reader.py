@@ -35,8 +35,9 @@ some entry shows is added, while absence counts more the more entries were kept 
 entries of a place, most of what it showed is simply not in memory); a place without entries is
 answered by the head alone (label priors). Order gets ``gain * (t_q - t_p)`` on its "p first"
 logit, t = the earliest kept step of a place (1 = no entry), the oracle's rule with a learned
-gain, gated by ``sigmoid(a + b * t0)`` of the memory's first kept step t0 (learned a, b): once
-the start of the stream is evicted (FIFO), earliest kept steps say nothing about first visits.
+gain, gated by ``sigmoid(a + b * x)`` with x = the first kept step over the latest kept step
+(learned a, b; see ``evicted_start``): once the start of the stream is evicted (FIFO), earliest
+kept steps say nothing about first visits.
 Last-seen
 gets the same kind of read: every entry scores ``gain * log sigmoid(e_ic) + slope * step /
 max_steps`` for the queried category c, the scores are log-sum-exp pooled per place slot, and the
@@ -259,7 +260,7 @@ class SATReader(nn.Module):
             self.pool_gain = nn.Parameter(torch.full((2, C), 4.0))
             self.pool_bias = nn.Parameter(torch.full((2, C), -2.0))
             self.pool_count = nn.Parameter(torch.zeros(2, C))
-            # order rule gain, gated by the memory's first kept step t0: sigmoid(a + b * t0). Once the
+            # order rule gain, gated by sigmoid(a + b * evicted_start). Once the
             # start of the stream is gone (FIFO), earliest kept steps say nothing about first visits
             # and the rule only adds apartment-specific noise (val 70 % / test 40 % on FIFO memories)
             self.order_gain = nn.Parameter(torch.tensor(10.0))
