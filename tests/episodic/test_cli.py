@@ -36,6 +36,7 @@ def test_train_eval_bench_tiny(tmp_path, capsys) -> None:
     row = res["accuracy"]["order"]["16"]
     assert all(0.0 <= row[s] <= 100.0 for s in ("fifo", "lifo", "mvfo", "lvfo", "sat_pm", "t_fifo"))
     assert 0.0 <= res["ama_bandit_best_choice_rate"] <= 1.0 and res["ama_bandit_regret_points"] >= 0.0
+    assert res["ama_bandit_best_choice_rate"] <= res["ama_bandit_choice_within_noise_rate"] <= 1.0
     # the headline margin uses the strategy the (validation-trained) bandit chose per (task, budget)
     for task, per_budget in res["sat_minus_tfifo_per_budget"].items():
         for L, margin in per_budget.items():
@@ -81,3 +82,15 @@ def test_headline_margin_uses_the_chosen_strategy_not_the_best() -> None:
     out = sat_minus_tfifo_table(S, St, choice, budgets)
     assert out["sat_minus_tfifo_per_budget"]["order"] == {"32": 20.0, "64": 20.0}
     assert out["sat_minus_tfifo"]["first_visit"] == 10.0 and out["sat_minus_tfifo_min"] == 10.0
+
+
+def test_choice_within_noise_separates_ties_from_real_gaps() -> None:
+    from emem.episodic_experiment import choice_within_noise
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.3, 0.7, (64, 1))
+    tie = np.hstack([base + rng.normal(0, 0.1, (64, 1)), base + rng.normal(0.002, 0.1, (64, 1))])
+    gap = np.hstack([base + rng.normal(0, 0.02, (64, 1)), base + 0.1 + rng.normal(0, 0.02, (64, 1))])
+    assert choice_within_noise(tie, int(tie.mean(0).argmin()))  # the worse of two tied strategies passes
+    assert not choice_within_noise(gap, 0)  # 10 points worse on every episode fails
+    assert choice_within_noise(gap, 1)  # the best itself
