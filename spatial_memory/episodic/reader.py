@@ -334,7 +334,7 @@ class SATReader(nn.Module):
         t = torch.where(match, frac, torch.ones_like(frac))
         return t.min(1).values
 
-    def evicted_start(self, step: torch.Tensor, slot: torch.Tensor, mmask: torch.Tensor) -> torch.Tensor:
+    def evicted_start(self, step: torch.Tensor, mmask: torch.Tensor) -> torch.Tensor:
         """Input of the order rule's gate ``[B]``: how much of the stream lies before the first kept entry.
 
         Relative (default): first kept step / (latest kept step + 1), in [0, 1): 0 when the start
@@ -343,10 +343,10 @@ class SATReader(nn.Module):
         on a 200-step stream after FIFO writes and answered order by recency (12 % on the demo's
         episode). An empty memory gives 1 (gate closed).
         """
-        t0 = self.earliest(step, torch.zeros_like(slot), mmask, torch.zeros(step.shape[0], dtype=torch.long))
+        frac = (step.float() / self.cfg.max_steps).clamp(max=1.0)  # as in ``earliest``
+        t0 = frac.masked_fill(~mmask, 1.0).amin(1)  # first kept step; 1 for an empty memory
         if not self.cfg.order_gate_relative:
             return t0
-        frac = (step.float() / self.cfg.max_steps).clamp(max=1.0)
         t_last = frac.masked_fill(~mmask, 0.0).amax(1)
         rel = t0 / (t_last + 1.0 / self.cfg.max_steps)
         return torch.where(mmask.any(1), rel.clamp(max=1.0), torch.ones_like(rel))
@@ -423,7 +423,7 @@ class SATReader(nn.Module):
             # order: the place whose earliest kept entry is earlier was (probably) visited first
             t_a = self.earliest(step, slot, entry_mask, args[:, 0].clamp(min=0) % P)
             t_b = self.earliest(step, slot, entry_mask, args[:, 1].clamp(min=0) % P)
-            gate = torch.sigmoid(self.order_gate[0] + self.order_gate[1] * self.evicted_start(step, slot, entry_mask))
+            gate = torch.sigmoid(self.order_gate[0] + self.order_gate[1] * self.evicted_start(step, entry_mask))
             out["order"] = out["order"] + torch.stack([torch.zeros_like(t_a), gate * self.order_gain * (t_b - t_a)], -1)
             label = args[:, 0].clamp(0, self.cfg.n_labels - 1)
             out["last_seen"] = out["last_seen"] + self.ls_mix * self.last_seen_pool(e, slot, entry_mask, age[:, 1:], label)

@@ -116,16 +116,15 @@ def test_last_seen_pool_points_at_the_latest_entry_showing_the_label() -> None:
 def test_order_gate_input_does_not_depend_on_stream_length() -> None:
     m = _pool_reader()
     mask = torch.ones(2, 4, dtype=torch.bool)
-    slot = torch.tensor([[0, 1, 2, 3]] * 2)
     # FIFO after a 200- and an 800-step stream (the last quarter kept), LIFO (the start kept)
     fifo = torch.tensor([[150, 160, 180, 199], [600, 650, 700, 799]])
     lifo = torch.tensor([[0, 10, 20, 199], [0, 40, 80, 799]])
     m.cfg.max_steps = 1024
-    x_fifo, x_lifo = m.evicted_start(fifo, slot, mask), m.evicted_start(lifo, slot, mask)
+    x_fifo, x_lifo = m.evicted_start(fifo, mask), m.evicted_start(lifo, mask)
     assert torch.allclose(x_fifo, torch.tensor([0.75, 0.75]), atol=0.01) and torch.all(x_lifo == 0)
-    assert float(m.evicted_start(fifo, slot, torch.zeros(2, 4, dtype=torch.bool))[0]) == 1.0  # empty memory: closed
+    assert float(m.evicted_start(fifo, torch.zeros(2, 4, dtype=torch.bool))[0]) == 1.0  # empty memory: closed
     m.cfg.order_gate_relative = False  # weights from before: a fraction of max_steps
-    assert torch.allclose(m.evicted_start(fifo, slot, mask), fifo[:, 0] / 1024.0)
+    assert torch.allclose(m.evicted_start(fifo, mask), fifo[:, 0] / 1024.0)
 
 
 def test_weights_without_a_pooled_read_still_load() -> None:
