@@ -266,10 +266,11 @@ def test_tf_pose_source_and_odd_frames(ros_domain, probe) -> None:
     with Bringup(nodes, domain_id=ros_domain) as up:
         sim, mem = up.node("sim"), up.node("memory")
         assert up.spin_until(lambda: sim.done, timeout_s=120)
-        assert up.spin_until(lambda: mem.stats()["integrated"] + mem.stats()["skipped"] >= mem.stats()["received"], 10)
+        # a frame whose TF is still in flight may be replaced by the next one (dropped): wait on all outcomes
+        assert up.spin_until(lambda: mem.stats()["pending"] == 0, 10), mem.stats()
         st = mem.stats()
         T = mem.tf.lookup("map", "camera_color_optical_frame")
-    assert st["received"] >= 18 and st["skipped"] == 0 and st["integrated"] == st["received"] - st["dropped"], st["last_skip"]
+    assert st["received"] >= 18 and st["skipped"] == 0 and st["integrated"] == st["received"] - st["dropped"], st
     assert np.allclose(T[3], [0, 0, 0, 1]) and abs(T[2, 3] - 1.0) < 0.2  # camera ~1 m above the floor
 
 
