@@ -369,6 +369,10 @@ def run_eval(cfg: ExperimentConfig, weights: Path | None = None, cache_dir: Path
         # secondary, tie-aware: a choice whose test deficit to the best strategy is not significant
         # (paired bootstrap over episodes) counts; the headline rate above stays strict
         result["ama_bandit_choice_within_noise_rate"] = round(float(np.mean(within_noise)), 4)
+        # how stable the strict rate is: resample test apartments (walks of one apartment are correlated)
+        arms = np.array([[STRATEGIES.index(choice[t][str(L)]) for L in budgets] for t in TASKS])
+        lo, hi = best_choice_rate_interval(S, arms, [ep.name.split("_")[0] for ep in test])
+        result["ama_bandit_best_choice_rate_ci90"] = [round(lo, 4), round(hi, 4)]
         # headline: SAT = the place-centric memory, i.e. the SAT reader on the memory written by the
         # strategy the bandit chose for (task, budget) on validation, against T-FIFO at the same budget
         result.update(sat_minus_tfifo_table(S, St, choice, budgets))
@@ -412,6 +416,33 @@ def choice_within_noise(scores: np.ndarray, chosen: int, level: float = 0.9, n_b
     rng = np.random.default_rng(seed)
     boots = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(1)
     return bool(np.quantile(boots, (1.0 - level) / 2.0) <= 0.0)
+
+
+def best_choice_rate_interval(scores: np.ndarray, chosen: np.ndarray, groups: list[str], level: float = 0.9,
+                              n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap interval of the share of (task, budget) cells whose ``chosen`` strategy is the test-best one.
+
+    Args:
+        scores: ``[N episodes, T tasks, S strategies, B budgets]``; chosen: ``[T, B]`` strategy indices.
+        groups: ``N`` group labels (the episode's apartment): whole groups are resampled, because
+            the walks of one apartment share its layout and are not independent draws.
+
+    Returns:
+        The two-sided ``level`` interval ``(low, high)`` of the strict best-choice rate.
+    """
+    names = sorted(set(groups))
+    gi = np.array([names.index(g) for g in groups])
+    # per-apartment sums, so a resample is a weighted sum over apartments: [G, T, S, B]
+    sums = np.stack([scores[gi == g].sum(0) for g in range(len(names))])
+    counts = np.bincount(gi, minlength=len(names)).astype(float)
+    rng = np.random.default_rng(seed)
+    rates = np.empty(n_boot)
+    for i in range(n_boot):
+        w = np.bincount(rng.integers(0, len(names), len(names)), minlength=len(names)).astype(float)
+        mean = np.tensordot(w, sums, 1) / float(w @ counts)  # [T, S, B]
+        rates[i] = float((mean.argmax(1) == chosen).mean())
+    a = (1.0 - level) / 2.0
+    return float(np.quantile(rates, a)), float(np.quantile(rates, 1.0 - a))
 
 
 def sat_minus_tfifo_table(S: np.ndarray, St: np.ndarray, choice: dict[str, dict[str, str]],

@@ -37,6 +37,8 @@ def test_train_eval_bench_tiny(tmp_path, capsys) -> None:
     assert all(0.0 <= row[s] <= 100.0 for s in ("fifo", "lifo", "mvfo", "lvfo", "sat_pm", "t_fifo"))
     assert 0.0 <= res["ama_bandit_best_choice_rate"] <= 1.0 and res["ama_bandit_regret_points"] >= 0.0
     assert res["ama_bandit_best_choice_rate"] <= res["ama_bandit_choice_within_noise_rate"] <= 1.0
+    lo, hi = res["ama_bandit_best_choice_rate_ci90"]
+    assert 0.0 <= lo <= hi <= 1.0
     # the headline margin uses the strategy the (validation-trained) bandit chose per (task, budget)
     for task, per_budget in res["sat_minus_tfifo_per_budget"].items():
         for L, margin in per_budget.items():
@@ -94,3 +96,22 @@ def test_choice_within_noise_separates_ties_from_real_gaps() -> None:
     assert choice_within_noise(tie, int(tie.mean(0).argmin()))  # the worse of two tied strategies passes
     assert not choice_within_noise(gap, 0)  # 10 points worse on every episode fails
     assert choice_within_noise(gap, 1)  # the best itself
+
+
+def test_best_choice_rate_interval_resamples_apartments() -> None:
+    from emem.episodic_experiment import best_choice_rate_interval
+
+    rng = np.random.default_rng(1)
+    groups = [str(g) for g in np.repeat(np.arange(16), 4)]  # 16 apartments x 4 walks
+    S = rng.uniform(0.4, 0.6, (64, 4, 5, 3))
+    S[:, :, 1] += 0.2  # lifo is clearly best in every cell
+    clear = np.ones((4, 3), int)
+    assert best_choice_rate_interval(S, clear, groups) == (1.0, 1.0)
+    wrong = clear.copy()
+    wrong[0, 0] = 0  # one cell chose a strategy 20 points worse: always a miss
+    assert best_choice_rate_interval(S, wrong, groups) == (11 / 12, 11 / 12)
+    # a cell where two strategies tie up to noise: the rate moves with the resampled apartments
+    noise = rng.normal(0, 0.05, 64)
+    S[:, 3, 4, 2] = S[:, 3, 1, 2] + noise - noise.mean()  # equal means: each resample picks either
+    lo, hi = best_choice_rate_interval(S, clear, groups)
+    assert lo == 11 / 12 and hi == 1.0
