@@ -523,10 +523,10 @@ def run_train_ama(cfg: ExperimentConfig, weights: Path | None, kind: str, cache_
     torch.set_num_threads(cfg.threads)
     weights = Path(weights) if weights else DEFAULT_WEIGHTS
     models = Models.load(weights)
-    vocab, splits = prepare_data(cfg, cache_dir, progress)
+    vocab = build_vocab(cfg)
     if vocab != models.vocab:
         raise ConfigError(f"weights vocabulary {models.vocab} differs from the config's {vocab}; use matching --config")
-    val = splits["val"]
+    val = load_episodes("val", cfg, vocab, cache_dir, progress)  # the refit reads validation only
     for ep in val:
         embed(models.encoder, ep)
     t_start = time.perf_counter()
