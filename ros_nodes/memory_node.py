@@ -45,7 +45,7 @@ from visualization_msgs.msg import MarkerArray
 
 from embodied_memory.msg import EpisodicEntry as EpisodicEntryMsg
 from embodied_memory.msg import QueryHit as QueryHitMsg
-from embodied_memory.srv import FilePath, LastSeen, QueryText, Recall, RenderView
+from embodied_memory.srv import EpisodicAnswer, FilePath, LastSeen, QueryText, Recall, RenderView
 from spatial_memory.errors import ConfigError, EmemError, InvalidFrameError, InvalidPoseError
 from spatial_memory.types import Frame
 
@@ -237,6 +237,7 @@ class MemoryNode(Node):
         srv(FilePath, "~/load_map", self._srv_load_map, callback_group=self._srv_group)
         srv(Recall, "~/recall", self._srv_recall, callback_group=self._srv_group)
         srv(LastSeen, "~/last_seen", self._srv_last_seen, callback_group=self._srv_group)
+        srv(EpisodicAnswer, "~/answer", self._srv_answer, callback_group=self._srv_group)
         self.create_timer(self.p["diagnostics_period"], self._publish_diagnostics, callback_group=self._timer_group)
         if self.p["cloud_period"] > 0 and self.m3 is not None:
             self.create_timer(self.p["cloud_period"], self._publish_cloud, callback_group=self._timer_group)
@@ -552,6 +553,31 @@ class MemoryNode(Node):
         resp.pose = cv.matrix_to_pose_msg(np.asarray(seen.T_world_camera, dtype=np.float64))
         resp.stamp = cv.ns_to_stamp(max(int(seen.stamp_ns), 0))
         resp.message = f"{req.label!r} last seen at place {seen.place_id}"
+        return resp
+
+    @guarded_service("answer")
+    def _srv_answer(self, req: EpisodicAnswer.Request, resp: EpisodicAnswer.Response) -> EpisodicAnswer.Response:
+        ep = self._need(self.episodic, "episodic")
+        # the memory checks task, places and label and raises QueryError with the reason
+        args = {"what_was_there": {"place_id": int(req.place_id)}, "first_visit": {"place_id": int(req.place_id)},
+                "last_seen": {"label": req.label},
+                "order": {"place_a": int(req.place_id), "place_b": int(req.place_b)}}.get(req.task, {})
+        with self.memory_lock:
+            ans = ep.answer(req.task, args)
+        resp.place_id = -1
+        if ans.prediction is None:
+            resp.success = False
+            resp.message = ans.reason
+            return resp
+        if isinstance(ans.prediction, list):
+            resp.labels = [str(x) for x in ans.prediction]
+            resp.score_labels = list(ans.scores)
+            resp.scores = [float(x) for x in ans.scores.values()]
+        else:
+            resp.place_id = int(ans.prediction)
+        resp.confidence = float(ans.confidence)
+        resp.success = True
+        resp.message = f"{req.task}: {ans.prediction} (confidence {ans.confidence:.2f})"
         return resp
 
     # -- lifecycle ------------------------------------------------------------------------------

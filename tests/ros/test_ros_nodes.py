@@ -19,7 +19,7 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
-from embodied_memory.srv import FilePath, LastSeen, QueryText, Recall, RenderView  # noqa: E402
+from embodied_memory.srv import EpisodicAnswer, FilePath, LastSeen, QueryText, Recall, RenderView  # noqa: E402
 from ros_nodes import conversions as cv  # noqa: E402
 from ros_nodes.bringup import Bringup  # noqa: E402
 from ros_nodes.graph import build_graph  # noqa: E402
@@ -229,8 +229,10 @@ def test_m3_services_end_to_end(ros_domain, probe, tmp_path: Path) -> None:
 @pytest.mark.skipif(EPISODIC_MISSING is not None, reason=str(EPISODIC_MISSING))
 def test_episodic_services_end_to_end(ros_domain, probe, tmp_path: Path) -> None:
     """Stream into the real episodic memory, then recall places and ask where a label was seen."""
-    label = _visible_label(30)
-    nodes = sim_graph(30, {"enable_m3": False}, scene="drake_living_room")
+    label = _visible_label(40)
+    ep_cfg = tmp_path / "episodic.yaml"
+    ep_cfg.write_text("place_radius: 0.5\n")  # the 40-frame walk spans 1.2 m: several places (order needs two)
+    nodes = sim_graph(40, {"enable_m3": False, "episodic_config": str(ep_cfg)}, scene="drake_living_room")
     with Bringup(nodes, domain_id=ros_domain) as up:
         sim, mem = up.node("sim"), up.node("memory")
         assert probe.spin_until(lambda: sim.done, timeout_s=240)
@@ -254,6 +256,29 @@ def test_episodic_services_end_to_end(ros_domain, probe, tmp_path: Path) -> None
         assert np.isfinite(T).all() and cv.stamp_to_ns(ls.stamp) > 0
         never = probe.call(LastSeen, "/memory/last_seen", LastSeen.Request(label="giraffe"))
         assert not never.found and "giraffe" in never.message
+
+        # the learned reader through ~/answer: one question of each task, and bad requests
+        other = next((e.place_id for e in rc.entries if e.place_id != pid), None)
+        wwt = probe.call(EpisodicAnswer, "/memory/answer", EpisodicAnswer.Request(task="what_was_there", place_id=pid))
+        assert wwt.success and 0.0 <= wwt.confidence <= 1.0 and wwt.place_id == -1, wwt.message
+        assert set(wwt.labels) <= set(wwt.score_labels) and len(wwt.scores) == len(wwt.score_labels)
+        assert set(wwt.labels) == {lab for lab, p in zip(wwt.score_labels, wwt.scores) if p > 0.5}
+        fv = probe.call(EpisodicAnswer, "/memory/answer", EpisodicAnswer.Request(task="first_visit", place_id=pid))
+        assert fv.success and len(fv.scores) == len(wwt.scores), fv.message
+        ls_answer = probe.call(EpisodicAnswer, "/memory/answer", EpisodicAnswer.Request(task="last_seen", label=label))
+        if label in wwt.score_labels:  # the reader answers over its own vocabulary only
+            assert ls_answer.success and ls_answer.place_id >= 0, ls_answer.message
+        else:
+            assert not ls_answer.success and "vocabulary" in ls_answer.message
+        assert other is not None, [(e.place_id, round(e.position.x, 2), round(e.position.y, 2)) for e in rc.entries]
+        order = probe.call(EpisodicAnswer, "/memory/answer", EpisodicAnswer.Request(task="order", place_id=pid, place_b=other))
+        assert order.success and order.place_id in (pid, other), order.message
+        same = probe.call(EpisodicAnswer, "/memory/answer", EpisodicAnswer.Request(task="order", place_id=pid, place_b=pid))
+        assert not same.success and "two different places" in same.message
+        unknown = probe.call(EpisodicAnswer, "/memory/answer", EpisodicAnswer.Request(task="where_is_waldo"))
+        assert not unknown.success and "unknown task" in unknown.message
+        nowhere = probe.call(EpisodicAnswer, "/memory/answer", EpisodicAnswer.Request(task="what_was_there", place_id=999))
+        assert not nowhere.success and "QueryError" in nowhere.message
 
         saved = probe.call(FilePath, "/memory/save_map", FilePath.Request(path=str(tmp_path / "ep")))
         assert saved.success, saved.message
