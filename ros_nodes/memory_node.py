@@ -17,7 +17,7 @@ empty image, uncalibrated camera) is skipped, counted by reason and reported on 
 the node keeps running and answering.
 
 Services (all under the node's private namespace): ``~/query_text``, ``~/render_view``,
-``~/save_map``, ``~/load_map``, ``~/recall``, ``~/last_seen``. Outputs: ``~/query_markers``
+``~/save_map``, ``~/load_map``, ``~/recall``, ``~/last_seen``, ``~/answer`` (the episodic reader). Outputs: ``~/query_markers``
 (MarkerArray of the last query), ``~/gaussians`` (PointCloud2), ``/diagnostics``.
 """
 
