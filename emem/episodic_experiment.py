@@ -350,10 +350,12 @@ def run_eval(cfg: ExperimentConfig, weights: Path | None = None, cache_dir: Path
     if "bandit" in meta:
         bandit = load_bandit(meta)
         hits, choice, bscore, within_noise = 0, {}, [], []
+        arms = np.zeros((len(TASKS), len(budgets)), np.int64)  # the chosen strategy index per (task, budget)
         for ti, task in enumerate(TASKS):
             choice[task] = {}
             for bi, L in enumerate(budgets):
                 arm = int(bandit.act(bandit_context(task, L, budgets), explore=False))
+                arms[ti, bi] = arm
                 choice[task][str(L)] = STRATEGIES[arm]
                 best = int(mean[ti, :, bi].argmax())
                 hits += len(test) * int(arm == best)
@@ -363,15 +365,13 @@ def run_eval(cfg: ExperimentConfig, weights: Path | None = None, cache_dir: Path
         result["ama_bandit_best_choice_rate"] = hits / (len(test) * len(TASKS) * len(budgets))
         # how much the choices cost against the test-set best arm (near-ties count as misses above)
         result["ama_bandit_regret_points"] = round(100 * float(np.mean(
-            [mean[ti, :, bi].max() - mean[ti, STRATEGIES.index(choice[task][str(L)]), bi]
-             for ti, task in enumerate(TASKS) for bi, L in enumerate(budgets)])), 2)
+            mean.max(1) - np.take_along_axis(mean, arms[:, None, :], 1)[:, 0])), 2)
         result["ama_bandit_mixed"] = round(100 * float(np.mean(bscore)), 2)
         # secondary, tie-aware: a choice whose test deficit to the best strategy is not significant
         # (paired bootstrap over episodes) counts; the headline rate above stays strict
         result["ama_bandit_choice_within_noise_rate"] = round(float(np.mean(within_noise)), 4)
         # how stable the strict rate is: resample test apartments (walks of one apartment are correlated)
-        arms = np.array([[STRATEGIES.index(choice[t][str(L)]) for L in budgets] for t in TASKS])
-        lo, hi = best_choice_rate_interval(S, arms, [ep.name.split("_")[0] for ep in test])
+        lo, hi = best_choice_rate_interval(S, arms, [ep.scene for ep in test])
         result["ama_bandit_best_choice_rate_ci90"] = [round(lo, 4), round(hi, 4)]
         # headline: SAT = the place-centric memory, i.e. the SAT reader on the memory written by the
         # strategy the bandit chose for (task, budget) on validation, against T-FIFO at the same budget
@@ -430,15 +430,16 @@ def best_choice_rate_interval(scores: np.ndarray, chosen: np.ndarray, groups: li
     Returns:
         The two-sided ``level`` interval ``(low, high)`` of the strict best-choice rate.
     """
-    names = sorted(set(groups))
-    gi = np.array([names.index(g) for g in groups])
+    _, gi = np.unique(np.asarray(groups), return_inverse=True)
+    G = int(gi.max()) + 1
     # per-apartment sums, so a resample is a weighted sum over apartments: [G, T, S, B]
-    sums = np.stack([scores[gi == g].sum(0) for g in range(len(names))])
-    counts = np.bincount(gi, minlength=len(names)).astype(float)
+    sums = np.zeros((G,) + scores.shape[1:])
+    np.add.at(sums, gi, scores)
+    counts = np.bincount(gi, minlength=G).astype(float)
     rng = np.random.default_rng(seed)
     rates = np.empty(n_boot)
     for i in range(n_boot):
-        w = np.bincount(rng.integers(0, len(names), len(names)), minlength=len(names)).astype(float)
+        w = np.bincount(rng.integers(0, G, G), minlength=G).astype(float)
         mean = np.tensordot(w, sums, 1) / float(w @ counts)  # [T, S, B]
         rates[i] = float((mean.argmax(1) == chosen).mean())
     a = (1.0 - level) / 2.0

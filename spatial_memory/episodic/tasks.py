@@ -122,6 +122,11 @@ class Episode:
         """``[T, H, W, 3] uint8`` the view of every step."""
         return self.views[self.view_index]
 
+    @property
+    def scene(self) -> str:
+        """The scene (apartment) seed part of ``name``: walks of one scene share its layout."""
+        return self.name.split("_", 1)[0]
+
 
 def episode_from_record(record, cfg: EpisodeConfig) -> Episode:
     """Places (leader clustering of the record's positions), slot relabelling and queries.
