@@ -122,19 +122,34 @@ def pool(results: list[dict]) -> dict:
 
 
 def median_ratio_ci(errors_a_cm: np.ndarray, errors_b_cm: np.ndarray, level: float = 0.9, resamples: int = 2000,
-                    seed: int = 0) -> tuple[float, float]:
+                    seed: int = 0, groups: np.ndarray | None = None) -> tuple[float, float]:
     """Paired bootstrap interval of ``median(a) / median(b)`` over queries (``[Q]`` each, inf =
     failure, as in :func:`summarize`).
 
     Both methods answer the same queries, so queries are resampled together; the interval says
     how much the ratio of medians moves with the particular views drawn (20 views moved it
-    between 0.4x and 0.8x here). A resample whose median of ``b`` is 0 or inf gives inf.
+    between 0.4x and 0.8x here). With ``groups: [Q]`` (e.g. the map/trajectory each query belongs
+    to) whole groups are resampled instead, so the interval also covers how much the ratio
+    changes from one mapped trajectory to the next. A resample whose median of ``b`` is 0 or
+    inf gives inf.
     """
     a, b = np.asarray(errors_a_cm, float), np.asarray(errors_b_cm, float)
     if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
         raise ConfigError(f"paired per-query errors needed, got shapes {a.shape} and {b.shape}")
-    idx = np.random.default_rng(seed).integers(0, len(a), size=(resamples, len(a)))
-    ma, mb = np.median(a[idx], axis=1), np.median(b[idx], axis=1)
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        idx = rng.integers(0, len(a), size=(resamples, len(a)))
+        ma, mb = np.median(a[idx], axis=1), np.median(b[idx], axis=1)
+    else:
+        g = np.asarray(groups)
+        if g.shape != a.shape:
+            raise ConfigError(f"groups must label every query: shape {g.shape}, errors {a.shape}")
+        members = [np.flatnonzero(g == u) for u in np.unique(g)]
+        picks = rng.integers(0, len(members), size=(resamples, len(members)))
+        ma, mb = np.empty(resamples), np.empty(resamples)
+        for i, pick in enumerate(picks):
+            idx = np.concatenate([members[j] for j in pick])
+            ma[i], mb[i] = np.median(a[idx]), np.median(b[idx])
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where((mb > 0) & np.isfinite(mb), ma / mb, np.inf)
     r = np.where(np.isnan(r), np.inf, r)

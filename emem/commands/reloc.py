@@ -154,13 +154,19 @@ def run_locate(args: argparse.Namespace) -> int:
 
 
 # -- eval / bench ---------------------------------------------------------------------------
+# Simulator trajectories of the headline evaluation. Seeds 3 and 4 are the development seeds
+# (variants are compared there) and stay out of it; 8 trajectories because the baseline's median
+# alone ranged 0.37-1.9 cm from one trajectory to the next (docs/relocalization.md).
+SIM_TEST_SEEDS = (0, 1, 2, 5, 6, 7, 8, 9)
+
+
 def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", default="sim:drake_living_room",
                    help="sim:<scene> (held-out viewpoints + changed lighting) | icl | dataset folder | bag")
     p.add_argument("--frames", type=int, default=60,
                    help="sim: trajectory key poses (rendered x2); other sources: posed frames read (x5)")
     p.add_argument("--queries", type=int, default=20, help="held-out views per seed (sim) / query frames")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SIM_TEST_SEEDS),
                    help="sim: one exploration trajectory (map) and view set per seed, results pooled over all queries; "
                         "other sources: the first seed picks the frames")
     p.add_argument("--plot-dir", default=None, help="write error-CDF PNGs here")
@@ -206,6 +212,11 @@ def run_eval(args: argparse.Namespace) -> dict:
         lo, hi = median_ratio_ci(np.asarray(pooled["favor"]["errors_cm"]), np.asarray(pooled["baseline"]["errors_cm"]))
         entry = {m: _strip(v) for m, v in pooled.items()}
         entry["median_cm_ratio_ci90"] = [lo, hi]
+        if len(runs) > 1:  # trajectories differ more than views of one trajectory do
+            seed_of = np.concatenate([np.full(len(r[qset]["favor"]["errors_cm"]), s) for s, r in zip(seeds, runs)])
+            lo, hi = median_ratio_ci(np.asarray(pooled["favor"]["errors_cm"]), np.asarray(pooled["baseline"]["errors_cm"]),
+                                     groups=seed_of)
+            entry["median_cm_ratio_ci90_by_seed"] = [lo, hi]
         if args.plot_dir is not None:
             tag = name.replace(":", "_")
             entry["plot"] = str(plot_error_cdf(pooled, Path(args.plot_dir) / f"reloc_cdf_{tag}_{qset}_pooled.png"))
@@ -220,6 +231,7 @@ def run_eval(args: argparse.Namespace) -> dict:
     out["targets"] = {
         "median_cm_ratio_vs_baseline": f["median_cm"] / b["median_cm"] if b["median_cm"] > 0 else float("inf"),
         "median_cm_ratio_ci90": out["median_cm_ratio_ci90"],
+        "median_cm_ratio_ci90_by_seed": out.get("median_cm_ratio_ci90_by_seed"),
         "median_cm_ratio_target": 0.6,
         "recall_5cm_5deg_delta_vs_baseline": f["recall_5cm_5deg"] - b["recall_5cm_5deg"],
         "query_ms_target": 150.0,

@@ -90,4 +90,6 @@ def test_eval_pools_simulator_seeds(monkeypatch, capsys, few_threads):
         assert set(qset["per_seed"]) == {"0", "1"} and qset["per_seed"]["1"]["favor"]["queries"] == 2
         lo, hi = qset["median_cm_ratio_ci90"]
         assert lo <= hi
+        lo_s, hi_s = qset["median_cm_ratio_ci90_by_seed"]
+        assert lo_s <= hi_s
     assert out["targets"]["median_cm_ratio_ci90"] == out["median_cm_ratio_ci90"] and set(out["build"]) == {"0", "1"}

@@ -185,6 +185,25 @@ def test_median_ratio_interval_brackets_the_ratio_and_narrows_with_more_queries(
         median_ratio_ci(np.ones(3), np.ones(4))
 
 
+def test_median_ratio_interval_by_group_covers_between_group_spread():
+    """Resampling whole groups (trajectories): when the ratio differs from group to group the
+    interval is wider than the per-query one, and it reduces to the ratio when groups agree."""
+    rng = np.random.default_rng(4)
+    groups = np.repeat(np.arange(8), 20)
+    base = rng.lognormal(0.0, 0.3, 160)
+    per_group = np.array([0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])  # FaVoR's advantage varies by trajectory
+    fav = base * per_group[groups]
+    lo_q, hi_q = median_ratio_ci(fav, base)
+    lo_g, hi_g = median_ratio_ci(fav, base, groups=groups)
+    assert lo_g <= np.median(fav) / np.median(base) <= hi_g
+    assert hi_g - lo_g > hi_q - lo_q
+    same = 0.5 * base
+    lo_s, hi_s = median_ratio_ci(same, base, groups=groups)
+    assert lo_s == pytest.approx(0.5) and hi_s == pytest.approx(0.5)
+    with pytest.raises(ConfigError):
+        median_ratio_ci(fav, base, groups=groups[:10])
+
+
 def test_pose_far_from_every_keyframe_is_flagged():
     from relocalization.pnp import far_from_map
 
