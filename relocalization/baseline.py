@@ -25,6 +25,7 @@ from .features import LocalFeatures, make_features, mutual_nn
 from .mapping import FrameFeatures, _depth_at, check_mapping_frames, extract_sequence
 from .pnp import LocalizationResult, confidence, far_from_map, solve_pnp, validate_query
 from .retrieval import VladIndex
+from .threads import single_threaded_blas
 
 FORMAT_VERSION = 1
 KIND = "reloc_keyframes"
@@ -168,6 +169,12 @@ class KeyframeBaseline:
         self, rgb: np.ndarray, intrinsics: CameraIntrinsics, prior: np.ndarray | None = None, depth: np.ndarray | None = None
     ) -> LocalizationResult:
         """Estimate ``T_world_camera``; ``prior`` (if given) picks the keyframes nearest to it instead of retrieval."""
+        with single_threaded_blas():  # see relocalization.threads
+            return self._locate(rgb, intrinsics, prior, depth)
+
+    def _locate(
+        self, rgb: np.ndarray, intrinsics: CameraIntrinsics, prior: np.ndarray | None = None, depth: np.ndarray | None = None
+    ) -> LocalizationResult:
         prior = validate_query(rgb, intrinsics, self.intrinsics, prior, depth)
         if len(self) == 0 or len(self.xyz) == 0:
             raise EmptyMapError("the keyframe map is empty")

@@ -39,6 +39,7 @@ from .features import Keypoints, LocalFeatures, make_features, match_in_windows,
 from .mapping import KeyframeSet, MapConfig, build_keyframes, build_landmarks, check_mapping_frames, extract_sequence
 from .pnp import LocalizationResult, confidence, far_from_map, solve_pnp, validate_query
 from .retrieval import VladIndex
+from .threads import single_threaded_blas
 from .voxels import VoxelConfig, VoxelFields, make_training_data, select_landmarks, train_fields
 
 log = logging.getLogger(__name__)
@@ -362,6 +363,12 @@ class FavorRelocalizer:
         Raises:
             InvalidFrameError, InvalidPoseError, EmptyMapError.
         """
+        with single_threaded_blas():  # see relocalization.threads
+            return self._locate(rgb, intrinsics, prior, depth)
+
+    def _locate(
+        self, rgb: np.ndarray, intrinsics: CameraIntrinsics, prior: np.ndarray | None = None, depth: np.ndarray | None = None
+    ) -> LocalizationResult:
         prior = validate_query(rgb, intrinsics, self.map.intrinsics, prior, depth)
         if len(self.map) == 0:
             raise EmptyMapError("the FaVoR map has no landmarks")
