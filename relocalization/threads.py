@@ -1,11 +1,11 @@
 """Thread policy of a localisation query.
 
-A query alternates between torch (XFeat), numba (descriptor rendering) and small numpy BLAS
-products (descriptor cosines). OpenBLAS workers busy-wait for a while after each product, and
-on a small CPU they then compete with XFeat's threads for the same cores: on the 2-core
-development box, one-thread BLAS inside the query made a FaVoR simulator query 1.8-1.9x faster
-(134-151 ms -> 74-79 ms mean over 20 views, alternating runs; XFeat alone 78-82 -> 36-39 ms),
-and the products themselves are too small to gain from threads.
+A query alternates between torch (XFeat, descriptor cosines), numba (descriptor rendering) and
+small numpy BLAS products (point transforms, VLAD words). OpenBLAS workers busy-wait for a
+while after each product, and on a small CPU they then compete with XFeat's threads for the
+same cores: on the 2-core development box, one-thread BLAS inside the query made a FaVoR
+simulator query 1.8-1.9x faster (134-151 ms -> 74-79 ms mean over 20 views, alternating runs;
+XFeat alone 78-82 -> 36-39 ms), and the products are too small to gain from threads.
 Both relocalizers therefore run their queries with BLAS limited to one thread; the previous
 limit is restored afterwards, so the rest of the process keeps its own setting.
 
