@@ -165,16 +165,11 @@ class KeyframeBaseline:
         )
         return cls(start, xyz, desc, poses, index, intr, cfg, meta.get("stats", {}))
 
+    @single_threaded_blas()  # see relocalization.threads
     def locate(
         self, rgb: np.ndarray, intrinsics: CameraIntrinsics, prior: np.ndarray | None = None, depth: np.ndarray | None = None
     ) -> LocalizationResult:
         """Estimate ``T_world_camera``; ``prior`` (if given) picks the keyframes nearest to it instead of retrieval."""
-        with single_threaded_blas():  # see relocalization.threads
-            return self._locate(rgb, intrinsics, prior, depth)
-
-    def _locate(
-        self, rgb: np.ndarray, intrinsics: CameraIntrinsics, prior: np.ndarray | None = None, depth: np.ndarray | None = None
-    ) -> LocalizationResult:
         prior = validate_query(rgb, intrinsics, self.intrinsics, prior, depth)
         if len(self) == 0 or len(self.xyz) == 0:
             raise EmptyMapError("the keyframe map is empty")

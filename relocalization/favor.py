@@ -350,6 +350,7 @@ class FavorRelocalizer:
         if self.extractor.name != fmap.features:
             raise ConfigError(f"map was built with {fmap.features!r} features, extractor is {self.extractor.name!r}")
 
+    @single_threaded_blas()  # see relocalization.threads
     def locate(
         self, rgb: np.ndarray, intrinsics: CameraIntrinsics, prior: np.ndarray | None = None, depth: np.ndarray | None = None
     ) -> LocalizationResult:
@@ -363,12 +364,6 @@ class FavorRelocalizer:
         Raises:
             InvalidFrameError, InvalidPoseError, EmptyMapError.
         """
-        with single_threaded_blas():  # see relocalization.threads
-            return self._locate(rgb, intrinsics, prior, depth)
-
-    def _locate(
-        self, rgb: np.ndarray, intrinsics: CameraIntrinsics, prior: np.ndarray | None = None, depth: np.ndarray | None = None
-    ) -> LocalizationResult:
         prior = validate_query(rgb, intrinsics, self.map.intrinsics, prior, depth)
         if len(self.map) == 0:
             raise EmptyMapError("the FaVoR map has no landmarks")

@@ -40,6 +40,7 @@ def _get_controller():
 @contextlib.contextmanager
 def single_threaded_blas() -> Iterator[None]:
     """Limit BLAS (OpenBLAS/MKL/BLIS) to one thread inside the block; torch and numba keep theirs.
+    Also a decorator (``@single_threaded_blas()``): each call enters its own block.
 
     The limit is process-wide, so concurrent queries (e.g. two ROS service calls) share it: the
     first to enter sets it, the last to leave restores the previous setting.

@@ -209,14 +209,12 @@ def run_eval(args: argparse.Namespace) -> dict:
     out: dict = {"dataset": name, "seeds": seeds, "mapping_frames": mapping_frames, "query_set": primary}
     for qset in query_sets:
         pooled = {m: pool([r[qset][m] for r in runs]) for m in ("favor", "baseline")}
-        lo, hi = median_ratio_ci(np.asarray(pooled["favor"]["errors_cm"]), np.asarray(pooled["baseline"]["errors_cm"]))
+        fav_cm, base_cm = np.asarray(pooled["favor"]["errors_cm"]), np.asarray(pooled["baseline"]["errors_cm"])
         entry = {m: _strip(v) for m, v in pooled.items()}
-        entry["median_cm_ratio_ci90"] = [lo, hi]
+        entry["median_cm_ratio_ci90"] = list(median_ratio_ci(fav_cm, base_cm))
         if len(runs) > 1:  # trajectories differ more than views of one trajectory do
             seed_of = np.concatenate([np.full(len(r[qset]["favor"]["errors_cm"]), s) for s, r in zip(seeds, runs)])
-            lo, hi = median_ratio_ci(np.asarray(pooled["favor"]["errors_cm"]), np.asarray(pooled["baseline"]["errors_cm"]),
-                                     groups=seed_of)
-            entry["median_cm_ratio_ci90_by_seed"] = [lo, hi]
+            entry["median_cm_ratio_ci90_by_seed"] = list(median_ratio_ci(fav_cm, base_cm, groups=seed_of))
         if args.plot_dir is not None:
             tag = name.replace(":", "_")
             entry["plot"] = str(plot_error_cdf(pooled, Path(args.plot_dir) / f"reloc_cdf_{tag}_{qset}_pooled.png"))

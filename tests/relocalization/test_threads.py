@@ -37,6 +37,13 @@ def test_limit_inside_restored_after_nested_and_on_error(before):
             raise RuntimeError("query failed")
     assert _blas_threads() == before
 
+    @single_threaded_blas()  # how the relocalizers' locate() use it: every call limits and restores
+    def query() -> list[int]:
+        return _blas_threads()
+
+    assert set(query()) == {1} and set(query()) == {1}
+    assert _blas_threads() == before
+
 
 def test_overlapping_queries_restore_the_setting_once_all_left(before):
     """Query A (this thread) is running when query B (another thread, as with a multi-threaded
